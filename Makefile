@@ -1,0 +1,82 @@
+# modelgate — every command a newcomer needs. `make run` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODELS ?= models
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+PYTEST_ARGS ?=
+
+.PHONY: help venv install protos check-protos models run lint format typecheck test unit integration perf-tools bench clean install-gpu
+
+help:
+	@echo "make run        set up .venv, build, write the example repository, serve it on :$(GRPC_PORT)"
+	@echo "make test       set up .venv, then lint, type check and the whole test suite"
+	@echo "make bench      perf_analyzer against the gateway (loadtests/)"
+	@echo "make protos     regenerate gateway/_proto from protos/"
+	@echo "make format     ruff format + autofix"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv install: $(STAMP)
+
+# GPU: onnxruntime-gpu replaces onnxruntime (both provide the `onnxruntime` module).
+install-gpu: $(STAMP)
+	$(PY) -m pip uninstall -q -y onnxruntime
+	$(PY) -m pip install -q '.[gpu]'
+
+protos: $(STAMP)
+	$(PY) tools/gen_protos.py
+
+check-protos: $(STAMP)
+	$(PY) tools/gen_protos.py --check
+
+$(MODELS)/mlp/config.pbtxt: | $(STAMP)
+	$(PY) -m gateway example-repository $(MODELS)
+
+models: $(MODELS)/mlp/config.pbtxt
+
+perf-tools: $(STAMP)
+	bash loadtests/setup_perf_tools.sh $(VENV) >/dev/null
+
+run: $(STAMP) models
+	@echo
+	@echo "Serving ./$(MODELS) on 127.0.0.1:$(GRPC_PORT) (metrics: http://127.0.0.1:$(METRICS_PORT)/metrics). Ctrl-C stops."
+	@echo "Call it from another shell:"
+	@echo "  $(PY) -c 'import numpy as np, tritonclient.grpc as g; c = g.InferenceServerClient(\"127.0.0.1:$(GRPC_PORT)\"); i = g.InferInput(\"x\", [1, 32], \"FP32\"); i.set_data_from_numpy(np.ones((1, 32), np.float32)); r = c.infer(\"mlp\", [i]); print(r.as_numpy(\"y\"), \"from version\", r.get_response().model_version)'"
+	@echo "Load it with perf_analyzer (make perf-tools first):"
+	@echo "  LD_LIBRARY_PATH=\$$($(PY) -c 'import nvidia.cuda_runtime, os; print(os.path.join(nvidia.cuda_runtime.__path__[0], \"lib\"))') $(VENV)/bin/perf_analyzer -m mlp -u 127.0.0.1:$(GRPC_PORT) -i grpc --shape x:32 --concurrency-range 1:64:8"
+	@echo
+	exec $(VENV)/bin/modelgate serve --model-repository $(MODELS) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gateway tests loadtests tools
+	$(VENV)/bin/ruff format --check gateway tests loadtests tools
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix gateway tests loadtests tools
+	$(VENV)/bin/ruff format gateway tests loadtests tools
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: $(STAMP) perf-tools lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: $(STAMP) perf-tools
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+bench: $(STAMP) perf-tools
+	$(PY) loadtests/bench_gateway.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,95 @@
+"""The `modelgate` command.
+
+    modelgate serve --model-repository ./models [--config gateway.yaml] [--host 127.0.0.1]
+                    [--grpc-port 8001] [--metrics-port 8002] [--workers N] [--grace-s 10]
+                    [--model-control-mode explicit|none] [--log-level info]
+    modelgate example-repository DIR
+
+Imports stay inside the commands: with --workers N the supervisor must fork before grpc or
+prometheus_client is set up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .settings import SettingsError, load_settings
+
+    overrides = {
+        "model_repository": args.model_repository,
+        "host": args.host,
+        "grpc_port": args.grpc_port,
+        "metrics_port": args.metrics_port,
+        "workers": args.workers,
+        "grace_s": args.grace_s,
+        "model_control_mode": args.model_control_mode,
+        "log_level": args.log_level,
+    }
+    try:
+        settings = load_settings(args.config, overrides)
+    except SettingsError as exc:
+        print(f"modelgate: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
+    )
+    from .supervisor import run
+
+    return run(settings)
+
+
+def _example_repository(args: argparse.Namespace) -> int:
+    from .examples import example_repository
+
+    example_repository(args.out)
+    print(f"example model repository written to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelgate", description="Triton-compatible model serving gateway.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a model repository over gRPC (KServe v2 / Triton)")
+    serve.add_argument(
+        "--model-repository", type=Path, help="Triton-layout model repository (required here or in --config)"
+    )
+    serve.add_argument("--config", type=Path, help="YAML file with any of the settings (see README)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)")
+    serve.add_argument("--grpc-port", type=int, help="inference gRPC port (default 8001; 0: any free port)")
+    serve.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics port (default 8002; 0: any free; -1: off)"
+    )
+    serve.add_argument("--workers", type=int, help="worker processes sharing the gRPC port (default 1)")
+    serve.add_argument(
+        "--grace-s", type=float, help="seconds in-flight calls get to finish on SIGTERM (default 10)"
+    )
+    serve.add_argument(
+        "--model-control-mode",
+        choices=("explicit", "none"),
+        help="explicit (default): RepositoryModelLoad/Unload allowed; none: refused",
+    )
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.set_defaults(func=_serve)
+
+    example = commands.add_parser("example-repository", help="write the example model repository")
+    example.add_argument("out", type=Path)
+    example.set_defaults(func=_example_repository)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

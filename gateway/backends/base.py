@@ -1,0 +1,30 @@
+"""What a backend is to the rest of the gateway: something that runs a batch of arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from ..tensors import Signature
+
+__all__ = ["Backend"]
+
+
+class Backend(Protocol):
+    """One loaded model version. `infer` takes validated arrays (the batch dimension first when
+    the signature is batched) and returns the requested outputs by name."""
+
+    signature: Signature
+
+    @property
+    def info(self) -> Mapping[str, str]:
+        """Facts worth reporting to clients: providers in use, artifact digest, ..."""
+        ...
+
+    async def infer(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> dict[str, np.ndarray]: ...
+
+    async def close(self) -> None: ...

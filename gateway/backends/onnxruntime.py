@@ -1,0 +1,242 @@
+"""ONNX Runtime, in-process: one InferenceSession per model version.
+
+A session is created, checked against the model's config and warmed in `load`, which is blocking
+and meant to run in a thread. `infer` runs small calls inline on the event loop, where a thread
+hop would cost more than the call, and larger ones in the backend's own executor (ONNX Runtime
+releases the GIL). Which one is decided per call from a moving average of the run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._proto import model_config_pb2 as mc
+from ..errors import InvalidArgument, LoadError
+from ..tensors import DATATYPES, Signature, TensorSpec, datatype_from_config
+
+__all__ = ["OnnxRuntimeBackend", "OrtOptions"]
+
+log = logging.getLogger(__name__)
+
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+    "tensor(bfloat16)": "BF16",
+}
+_EWMA = 0.2  # weight of the newest run time in the moving average
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """How sessions are built. `providers` None picks CUDA when onnxruntime-gpu sees a GPU."""
+
+    providers: tuple[str, ...] | None = None
+    intra_op_threads: int = 1
+    executor_threads: int = 1
+    inline_below_us: float = 250.0
+    default_max_batch_size: int = 64
+
+
+def _pick_providers(wanted: tuple[str, ...] | None) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if wanted is None:
+        return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise LoadError(f"execution providers {missing} are not available (have {available})")
+    return list(wanted)
+
+
+def _dims(shape: Sequence[Any]) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
+
+
+def _signature(session: Any, config: mc.ModelConfig, name: str, options: OrtOptions) -> Signature:
+    """The version's signature: the config's when it declares inputs and outputs (checked against
+    the ONNX graph), else derived from the graph."""
+    graph_in = {i.name: (_ORT_TYPES.get(i.type, i.type), _dims(i.shape)) for i in session.get_inputs()}
+    graph_out = {o.name: (_ORT_TYPES.get(o.type, o.type), _dims(o.shape)) for o in session.get_outputs()}
+    batched_graph = all(dims and dims[0] == -1 for _, dims in (*graph_in.values(), *graph_out.values()))
+
+    if config.input or config.output:
+        mbs = config.max_batch_size
+        lead = (-1,) if mbs > 0 else ()
+
+        def from_config(
+            kind: str, declared: Any, graph: dict[str, tuple[str, tuple[int, ...]]]
+        ) -> tuple[TensorSpec, ...]:
+            specs = []
+            for t in declared:
+                if t.name not in graph:
+                    raise LoadError(
+                        f"model '{name}': config {kind} '{t.name}' is not in the ONNX graph "
+                        f"(it has {', '.join(graph)})"
+                    )
+                datatype = datatype_from_config(mc.DataType.Name(t.data_type))
+                graph_type, graph_dims = graph[t.name]
+                shape = lead + tuple(t.dims)
+                if datatype != graph_type:
+                    raise LoadError(
+                        f"model '{name}': config {kind} '{t.name}' is {datatype}, "
+                        f"the ONNX graph says {graph_type}"
+                    )
+                if len(shape) != len(graph_dims) or any(
+                    g != -1 and c != -1 and g != c for c, g in zip(shape, graph_dims, strict=False)
+                ):
+                    raise LoadError(
+                        f"model '{name}': config {kind} '{t.name}' has shape {list(shape)}, "
+                        f"the ONNX graph has {list(graph_dims)}"
+                    )
+                specs.append(TensorSpec(t.name, datatype, shape, getattr(t, "optional", False)))
+            return tuple(specs)
+
+        inputs = from_config("input", config.input, graph_in)
+        outputs = (
+            from_config("output", config.output, graph_out)
+            if config.output
+            else tuple(TensorSpec(n, t, d) for n, (t, d) in graph_out.items())
+        )
+        missing = [n for n in graph_in if n not in {s.name for s in inputs}]
+        if missing:
+            raise LoadError(f"model '{name}': config.pbtxt does not declare ONNX input(s) {missing}")
+        return Signature(inputs, outputs, mbs)
+
+    mbs = config.max_batch_size or (options.default_max_batch_size if batched_graph else 0)
+    if mbs and not batched_graph:
+        raise LoadError(
+            f"model '{name}': max_batch_size {mbs} but the ONNX graph has a fixed first dimension"
+        )
+
+    def derive(graph: dict[str, tuple[str, tuple[int, ...]]]) -> tuple[TensorSpec, ...]:
+        for tname, (dtype, _) in graph.items():
+            if dtype not in DATATYPES:
+                raise LoadError(f"model '{name}': tensor '{tname}' has unsupported type {dtype}")
+        return tuple(TensorSpec(n, t, d) for n, (t, d) in graph.items())
+
+    return Signature(derive(graph_in), derive(graph_out), mbs)
+
+
+def _dummy(spec: TensorSpec) -> np.ndarray:
+    shape = tuple(1 if d == -1 else d for d in spec.shape)
+    if spec.datatype == "BYTES":
+        return np.full(shape, "", dtype=object)
+    return np.zeros(shape, dtype=DATATYPES[spec.datatype].dtype)
+
+
+class OnnxRuntimeBackend:
+    """A loaded, warmed ONNX Runtime session serving one model version."""
+
+    def __init__(self, session: Any, signature: Signature, info: dict[str, str], options: OrtOptions) -> None:
+        self._session = session
+        self.signature = signature
+        self._info = info
+        self._options = options
+        self._bytes_inputs = frozenset(s.name for s in signature.inputs if s.datatype == "BYTES")
+        self._executor = ThreadPoolExecutor(options.executor_threads, thread_name_prefix="ort")
+        self._avg_us = 0.0
+
+    @property
+    def info(self) -> Mapping[str, str]:
+        return self._info
+
+    @classmethod
+    def load(
+        cls, path: Path, config: mc.ModelConfig, options: OrtOptions, digest: str = ""
+    ) -> OnnxRuntimeBackend:
+        """Create, check and warm a session. Blocking: run it in a thread."""
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.intra_op_threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        # Spinning intra-op threads would burn the cores the gRPC threads and the event loop need.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = _pick_providers(options.providers)
+        try:
+            session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        except Exception as exc:  # ORT raises its own untyped errors for bad graphs
+            raise LoadError(f"model '{config.name}': onnxruntime cannot load {path.name}: {exc}") from None
+        signature = _signature(session, config, config.name, options)
+        info = {
+            "providers": ",".join(session.get_providers()),
+            "artifact_digest": digest,
+            "intra_op_threads": str(options.intra_op_threads),
+        }
+        backend = cls(session, signature, info, options)
+        backend._warm()
+        return backend
+
+    def _warm(self) -> None:
+        feed = {s.name: _dummy(s) for s in self.signature.inputs}
+        names = list(self.signature.output_names)
+        try:
+            for _ in range(3):
+                self._run_timed(feed, names)
+        except Exception as exc:
+            raise LoadError(f"warm-up run failed: {exc}") from None
+
+    def _run_timed(self, feed: Mapping[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+        start = time.perf_counter()
+        result = self._session.run(names, feed)
+        elapsed_us = (time.perf_counter() - start) * 1e6
+        self._avg_us += _EWMA * (elapsed_us - self._avg_us) if self._avg_us else elapsed_us
+        return result  # type: ignore[no-any-return]
+
+    async def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        feed: Mapping[str, np.ndarray] = inputs
+        if self._bytes_inputs:
+            feed = dict(inputs)
+            for name in self._bytes_inputs & feed.keys():
+                feed[name] = _to_str(name, feed[name])
+        names = list(outputs)
+        if self._avg_us < self._options.inline_below_us:
+            result = self._run_timed(feed, names)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._executor, self._run_timed, feed, names)
+        return dict(zip(names, result, strict=True))
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=False)
+
+
+def _to_str(name: str, array: np.ndarray) -> np.ndarray:
+    """ONNX string tensors are UTF-8: decode BYTES elements (ORT would str() a bytes object)."""
+    out = np.empty(array.shape, dtype=object)
+    flat = out.reshape(-1)
+    try:
+        for i, item in enumerate(array.reshape(-1)):
+            flat[i] = item.decode("utf-8") if isinstance(item, bytes) else item
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"input '{name}': element is not UTF-8 text ({exc.reason})") from None
+    return out
+
+
+def default_intra_op_threads(workers: int) -> int:
+    """Cores per worker, so that N workers do not oversubscribe the machine."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))

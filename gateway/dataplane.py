@@ -1,0 +1,176 @@
+"""What the inference service does, free of any transport: messages in, messages out.
+
+The servicer (gateway/transport) turns gRPC calls into these methods and errors into statuses;
+this module never imports grpc. It works on the protocol's protobuf messages directly, so a
+request is decoded exactly once (raw tensors become NumPy views in gateway/tensors.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from . import __version__
+from ._proto import inference_pb2 as pb
+from ._proto import model_config_pb2 as mc
+from .errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound
+from .registry import READY, Model, ModelVersion, Registry
+from .telemetry import Metrics
+from .tensors import decode_inputs, encode_outputs, requested_outputs
+
+__all__ = ["EXTENSIONS", "DataPlane"]
+
+EXTENSIONS = ("model_configuration", "model_repository", "statistics")
+PLATFORM = "onnxruntime_onnx"
+
+
+class DataPlane:
+    def __init__(self, registry: Registry, metrics: Metrics, model_control: bool = True) -> None:
+        self.registry = registry
+        self._metrics = metrics
+        self._model_control = model_control
+        self.accepting = False  # set by the server once every model is loaded, cleared on drain
+
+    # -- server ------------------------------------------------------------------------------
+
+    def server_ready(self) -> bool:
+        return self.accepting and self.registry.all_ready()
+
+    @staticmethod
+    def server_metadata() -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="modelgate", version=__version__, extensions=EXTENSIONS)
+
+    # -- inference ---------------------------------------------------------------------------
+
+    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        start = time.perf_counter_ns()
+        served = self.registry.get(request.model_name, request.model_version)
+        stats = served.metrics
+        inflight = self._metrics.inflight
+        inflight.inc()
+        try:
+            signature = served.signature
+            arrays = decode_inputs(request, signature)
+            names = requested_outputs(request, signature)
+            rows = next(iter(arrays.values())).shape[0] if signature.max_batch_size and arrays else 1
+            decoded = time.perf_counter_ns()
+            outputs = await served.backend.infer(arrays, names)
+            inferred = time.perf_counter_ns()
+            stats.executed(rows, inferred - decoded)
+            response = pb.ModelInferResponse(
+                model_name=served.model, model_version=served.version, id=request.id
+            )
+            encode_outputs(response, outputs, signature)
+        except GatewayError as exc:
+            stats.failed(exc.code, time.perf_counter_ns() - start)
+            raise
+        except BaseException:
+            stats.failed("INTERNAL", time.perf_counter_ns() - start)
+            raise
+        finally:
+            inflight.dec()
+        end = time.perf_counter_ns()
+        stats.succeeded(rows, end - start, decoded - start, inferred - decoded, end - inferred)
+        return response
+
+    # -- models ------------------------------------------------------------------------------
+
+    def model_ready(self, name: str, version: str) -> bool:
+        try:
+            self.registry.get(name, version)
+        except GatewayError:
+            return False
+        return True
+
+    def model_metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
+        served = self.registry.get(name, version)
+        model = self.registry.model(name)
+        response = pb.ModelMetadataResponse(
+            name=name,
+            versions=sorted(model.versions, key=int),
+            platform=model.config.platform or PLATFORM,
+        )
+        for spec in served.signature.inputs:
+            response.inputs.add(name=spec.name, datatype=spec.datatype, shape=spec.shape)
+        for spec in served.signature.outputs:
+            response.outputs.add(name=spec.name, datatype=spec.datatype, shape=spec.shape)
+        response.parameters["model_version"].string_param = served.version
+        for key, value in served.backend.info.items():
+            response.parameters[key].string_param = value
+        return response
+
+    def model_config(self, name: str, version: str) -> pb.ModelConfigResponse:
+        self.registry.get(name, version)  # NOT_FOUND / UNAVAILABLE as for inference
+        config = mc.ModelConfig()
+        config.CopyFrom(self.registry.model(name).config)
+        return pb.ModelConfigResponse(config=config)
+
+    def model_statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+        if name:
+            models: Iterable[Model] = [self.registry.model(name)]
+        else:
+            if version:
+                raise InvalidArgument("a version needs a model name")
+            models = self.registry.models.values()
+        response = pb.ModelStatisticsResponse()
+        for model in models:
+            versions = model.versions
+            if version:
+                if version not in versions:
+                    raise NotFound(f"model '{model.name}' has no version '{version}'")
+                versions = {version: versions[version]}
+            for served in versions.values():
+                _add_statistics(response, served)
+        return response
+
+    def repository_index(self, ready_only: bool) -> pb.RepositoryIndexResponse:
+        response = pb.RepositoryIndexResponse()
+        known = self.registry.models
+        for name in sorted(set(known) | set(self.registry.repository.model_names())):
+            model = known.get(name)
+            if model is None:
+                if not ready_only:
+                    response.models.add(name=name, state="UNAVAILABLE", reason="not loaded")
+                continue
+            if model.state == READY:
+                for v in sorted(model.versions, key=int):
+                    response.models.add(name=name, version=v, state=READY)
+            elif not ready_only:
+                state = "UNAVAILABLE" if model.state == "FAILED" else model.state
+                response.models.add(name=name, state=state, reason=model.reason)
+        return response
+
+    async def load_model(self, name: str) -> None:
+        self._check_model_control()
+        await self.registry.load(name)
+
+    async def unload_model(self, name: str) -> None:
+        self._check_model_control()
+        await self.registry.unload(name)
+
+    def _check_model_control(self) -> None:
+        if not self._model_control:
+            raise FailedPrecondition(
+                "model load/unload is disabled (start with --model-control-mode explicit)"
+            )
+
+
+def _add_statistics(response: pb.ModelStatisticsResponse, served: ModelVersion) -> None:
+    m = served.metrics
+    entry = response.model_stats.add(
+        name=served.model,
+        version=served.version,
+        last_inference=m.last_inference_ms,
+        inference_count=m.inference_count,
+        execution_count=m.execution_count,
+    )
+    s = entry.inference_stats
+    s.success.count, s.success.ns = m.success_count, m.success_ns
+    s.fail.count, s.fail.ns = m.fail_count, m.fail_ns
+    s.queue.count, s.queue.ns = m.success_count, m.queue_ns
+    s.compute_input.count, s.compute_input.ns = m.success_count, m.input_ns
+    s.compute_infer.count, s.compute_infer.ns = m.success_count, m.infer_ns
+    s.compute_output.count, s.compute_output.ns = m.success_count, m.output_ns
+    for size, (count, ns) in sorted(m.batches.items()):
+        b = entry.batch_stats.add(batch_size=size)
+        b.compute_infer.count, b.compute_infer.ns = count, ns

@@ -1,0 +1,170 @@
+"""The model repository on disk, in Triton's layout:
+
+    REPO/<model>/config.pbtxt          optional; Triton's text format
+    REPO/<model>/<version>/model.onnx  one directory per version, named by an integer
+
+Reading it is the only place the gateway touches the file system on a client's behalf, so every
+name is checked against a strict pattern and every path (symlinks and ONNX external data
+included) must resolve inside the repository before it is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from ._proto import model_config_pb2 as mc
+from .errors import LoadError, NotFound
+
+__all__ = ["ModelSource", "Repository", "valid_model_name"]
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+DEFAULT_MODEL_FILENAME = "model.onnx"
+
+
+def valid_model_name(name: str) -> bool:
+    """A model name that is safe as one path component: no separators, no '..', no whitespace."""
+    return bool(_NAME.fullmatch(name)) and ".." not in name
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What the repository holds for one model: its config (parsed, or empty when there is no
+    config.pbtxt) and the files of the versions its version policy selects."""
+
+    name: str
+    config: mc.ModelConfig
+    has_config: bool
+    versions: dict[str, Path]  # version -> model file, newest first
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+class Repository:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        if not self.root.is_dir():
+            raise LoadError(f"model repository {root} is not a directory")
+
+    def model_names(self) -> list[str]:
+        """Every directory of the repository whose name is a valid model name."""
+        return sorted(
+            entry.name for entry in os.scandir(self.root) if valid_model_name(entry.name) and entry.is_dir()
+        )
+
+    def _inside(self, path: Path, what: str) -> Path:
+        real = path.resolve()
+        if real != self.root and self.root not in real.parents:
+            raise LoadError(f"{what} {path} resolves to {real}, outside the model repository")
+        return real
+
+    def read(self, name: str) -> ModelSource:
+        """Parse one model's config and pick its versions. Raises NotFound for an unknown model
+        and LoadError for anything malformed."""
+        if not valid_model_name(name):
+            raise NotFound(f"'{name}' is not a valid model name")
+        model_dir = self.root / name
+        if not model_dir.is_dir():
+            raise NotFound(f"model '{name}' is not in the repository")
+        model_dir = self._inside(model_dir, f"model '{name}'")
+
+        config = mc.ModelConfig()
+        config_path = model_dir / "config.pbtxt"
+        has_config = config_path.is_file()
+        if has_config:
+            self._inside(config_path, f"config of model '{name}'")
+            try:
+                text_format.Parse(config_path.read_text(), config, allow_unknown_field=True)
+            except (text_format.ParseError, UnicodeDecodeError) as exc:
+                raise LoadError(f"model '{name}': cannot parse config.pbtxt: {exc}") from None
+            if config.name and config.name != name:
+                raise LoadError(
+                    f"model '{name}': config.pbtxt names the model '{config.name}'; "
+                    "it must match the directory"
+                )
+            if config.backend not in ("", "onnxruntime") or config.platform not in ("", "onnxruntime_onnx"):
+                raise LoadError(
+                    f"model '{name}': backend '{config.backend or config.platform}' is not served "
+                    "in-process (only onnxruntime)"
+                )
+        config.name = name
+        if not config.platform:
+            config.platform = "onnxruntime_onnx"
+        if not config.backend:
+            config.backend = "onnxruntime"
+        filename = config.default_model_filename or DEFAULT_MODEL_FILENAME
+        if not valid_model_name(filename):
+            raise LoadError(f"model '{name}': default_model_filename '{filename}' is not a plain file name")
+
+        available: dict[int, Path] = {}
+        for entry in os.scandir(model_dir):
+            if entry.name.isdigit() and entry.is_dir():
+                path = model_dir / entry.name / filename
+                if path.is_file():
+                    available[int(entry.name)] = self._inside(path, f"model '{name}' version {entry.name}")
+        chosen = self._apply_policy(name, config.version_policy, available)
+        for path in chosen.values():
+            check_external_data(path, path.parent)
+        return ModelSource(name, config, has_config, chosen)
+
+    @staticmethod
+    def _apply_policy(
+        name: str, policy: mc.ModelVersionPolicy, available: dict[int, Path]
+    ) -> dict[str, Path]:
+        newest_first = sorted(available, reverse=True)
+        which = policy.WhichOneof("policy_choice")
+        if which == "all":
+            picked = newest_first
+        elif which == "specific":
+            missing = [v for v in policy.specific.versions if v not in available]
+            if missing:
+                raise LoadError(
+                    f"model '{name}': version_policy names versions {missing} that have no "
+                    f"{DEFAULT_MODEL_FILENAME} in the repository"
+                )
+            picked = sorted(policy.specific.versions, reverse=True)
+        else:
+            count = policy.latest.num_versions if which == "latest" else 1
+            picked = newest_first[: max(count, 1)]
+        if not picked:
+            raise LoadError(f"model '{name}' has no version directory holding a model file")
+        return {str(v): available[v] for v in picked}
+
+
+def check_external_data(path: Path, version_dir: Path) -> None:
+    """Refuse an ONNX file whose external-data tensors point outside its version directory."""
+    import onnx  # imported lazily: only loading needs it
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends without a common base
+        raise LoadError(f"{path} is not a valid ONNX model: {exc}") from None
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        for tensor in graph.initializer:
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            target = (version_dir / location).resolve()
+            if version_dir.resolve() not in target.parents:
+                raise LoadError(
+                    f"{path}: tensor '{tensor.name}' keeps its data at '{location}', outside the "
+                    "version directory"
+                )
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)

@@ -1,0 +1,258 @@
+"""One serving process: the gRPC server, its models and its lifecycle.
+
+    start()  bind and serve at once (ServerLive answers; ServerReady stays false)
+    load()   load and warm every model of the repository, then report ready
+    close()  health NOT_SERVING -> refuse new calls -> let in-flight calls finish within the
+             grace period -> cancel the rest -> close the backends
+
+`run_worker` wraps this for a process: uvloop when installed, SIGTERM/SIGINT handling (the first
+signal drains gracefully, a second one stops at once), exit status 0 after a clean drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from ._proto import inference_pb2
+from ._proto._pool import POOL
+from .backends.onnxruntime import OnnxRuntimeBackend, OrtOptions, default_intra_op_threads
+from .dataplane import DataPlane
+from .registry import READY, Registry
+from .repository import ModelSource, Repository
+from .settings import Settings
+from .telemetry import Metrics, serve_metrics
+from .transport.inference import InferenceServicer
+
+__all__ = ["Gateway", "run_worker"]
+
+log = logging.getLogger("gateway")
+
+SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+OVERALL = ""  # the health service name that stands for the whole server
+
+
+def _add_to_pool(*files: Any) -> None:
+    """Reflection serves from modelgate's own descriptor pool; give it the standard services."""
+    for file in files:
+        try:
+            POOL.FindFileByName(file.DESCRIPTOR.name)
+        except KeyError:
+            POOL.AddSerializedFile(file.DESCRIPTOR.serialized_pb)
+
+
+def bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def ort_options(settings: Settings) -> OrtOptions:
+    ort = settings.onnxruntime
+    return OrtOptions(
+        providers=tuple(ort.providers) if ort.providers is not None else None,
+        intra_op_threads=ort.intra_op_threads or default_intra_op_threads(settings.workers),
+        executor_threads=ort.executor_threads,
+        inline_below_us=ort.inline_below_us,
+        default_max_batch_size=ort.default_max_batch_size,
+    )
+
+
+class Gateway:
+    """The gateway in one process. `metrics_port` -1 leaves metrics to someone else (the
+    supervisor, when there are several workers)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._grpc_port = settings.grpc_port if grpc_port is None else grpc_port
+        self._metrics_port = settings.metrics_port if metrics_port is None else metrics_port
+        options = ort_options(settings)
+
+        def make_backend(source: ModelSource, version: str, digest: str) -> OnnxRuntimeBackend:
+            return OnnxRuntimeBackend.load(source.versions[version], source.config, options, digest)
+
+        self.registry = Registry(
+            Repository(settings.model_repository),
+            make_backend,
+            self.metrics,
+            drain_s=settings.drain_s,
+            on_change=self._on_model_change,
+        )
+        self.dataplane = DataPlane(
+            self.registry, self.metrics, model_control=settings.model_control_mode == "explicit"
+        )
+        self.health = HealthServicer()
+        self.port = 0
+        self.metrics_port = -1
+        self._server: grpc.aio.Server | None = None
+        self._metrics_server: Any = None
+        self._closed = asyncio.Event()
+        self._closing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        s = self.settings
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                ("grpc.max_send_message_length", s.max_message_bytes),
+                ("grpc.so_reuseport", 1),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ]
+        )
+        from ._proto import inference_pb2_grpc
+
+        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.dataplane), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        _add_to_pool(health_pb2, reflection_pb2)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+            pool=POOL,
+        )
+        address = bind_address(s.host, self._grpc_port)
+        self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC to {address}")
+        await self.health.set(OVERALL, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        self._server = server
+        if self._metrics_port >= 0:
+            self._metrics_server, self.metrics_port = serve_metrics(
+                self._metrics_port, s.host, self.metrics.registry
+            )
+
+    async def load(self) -> list[str]:
+        """Load the repository; ready once every model is. Returns the models that failed."""
+        failed = await self.registry.load_repository()
+        self.dataplane.accepting = not self._closing
+        await self._sync_overall_health()
+        return failed
+
+    async def _set_model_health(self, name: str, ok: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(name, status)
+
+    async def _sync_overall_health(self) -> None:
+        ok = self.dataplane.server_ready()
+        await self._set_model_health(OVERALL, ok)
+
+    async def _on_model_change(self, name: str) -> None:
+        """Keep per-model and overall health in step with loads and unloads."""
+        model = self.registry.models.get(name)
+        await self._set_model_health(name, model is not None and model.state == READY)
+        if self.dataplane.accepting:
+            await self._sync_overall_health()
+
+    async def close(self, grace: float | None = None) -> None:
+        """Drain and stop. Safe to call twice: the second call shortens the grace to zero."""
+        if self._server is None:
+            self._closed.set()
+            return
+        grace = self.settings.grace_s if grace is None else grace
+        if self._closing:
+            await self._server.stop(0)
+            return
+        self._closing = True
+        self.dataplane.accepting = False
+        await self.health.enter_graceful_shutdown()
+        log.info("draining: up to %.1fs for in-flight calls", grace)
+        await self._server.stop(grace)
+        await self.registry.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve(settings: Settings, grpc_port: int | None, metrics_port: int | None, label: str) -> int:
+    gateway = Gateway(settings, grpc_port=grpc_port, metrics_port=metrics_port)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        log.info("signal received (%d): %s", signals, "draining" if signals == 1 else "stopping now")
+        task = loop.create_task(gateway.close(None if signals == 1 else 0))
+        gateway._tasks.add(task)
+        task.add_done_callback(gateway._tasks.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await gateway.start()
+    print(
+        f"modelgate{label}: gRPC listening on {bind_address(settings.host, gateway.port)}"
+        + (
+            f", metrics on http://{bind_address(settings.host, gateway.metrics_port)}/metrics"
+            if gateway.metrics_port >= 0
+            else ""
+        ),
+        flush=True,
+    )
+    loading = loop.create_task(gateway.load())
+    with contextlib.suppress(asyncio.CancelledError):
+        done, _ = await asyncio.wait(
+            {loading, loop.create_task(gateway.wait_closed())}, return_when=asyncio.FIRST_COMPLETED
+        )
+    if loading in done and not gateway._closing:
+        failed = loading.result()
+        models = len(gateway.registry.models)
+        print(
+            f"modelgate{label}: ready, {models - len(failed)} of {models} models loaded"
+            + (f" (failed: {', '.join(failed)})" if failed else ""),
+            flush=True,
+        )
+    await gateway.wait_closed()
+    loading.cancel()
+    await asyncio.gather(loading, *gateway._tasks, return_exceptions=True)
+    print(f"modelgate{label}: stopped", flush=True)
+    return 0
+
+
+def run_worker(
+    settings: Settings, grpc_port: int | None = None, metrics_port: int | None = None, label: str = ""
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the process exit status."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_serve(settings, grpc_port, metrics_port, label))

@@ -1,0 +1,125 @@
+"""One validated configuration tree for the whole gateway.
+
+Sources, later ones winning: defaults < the YAML file (`--config`) < `GATEWAY_<FIELD>`
+environment variables (top-level fields, e.g. GATEWAY_GRPC_PORT=9001) < command-line flags.
+`load_settings` reads them once at start-up; everything else receives the result explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["OnnxRuntimeSettings", "Settings", "SettingsError", "load_settings"]
+
+ENV_PREFIX = "GATEWAY_"
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; the message says which field and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OnnxRuntimeSettings(_Strict):
+    """How in-process ONNX Runtime sessions are built."""
+
+    providers: list[str] | None = Field(
+        None,
+        description="Execution providers in order of preference; null picks "
+        "CUDAExecutionProvider when onnxruntime-gpu sees a GPU, else CPUExecutionProvider.",
+    )
+    intra_op_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Threads per session; null: CPU cores / workers, so N workers "
+        "do not oversubscribe the machine.",
+    )
+    executor_threads: int = Field(1, ge=1, description="Concurrent backend calls per version.")
+    inline_below_us: float = Field(
+        250.0,
+        ge=0,
+        description="Calls whose moving-average run time is below this run on the "
+        "event loop instead of a thread (a thread hop costs more than a tiny model). 0: never.",
+    )
+    default_max_batch_size: int = Field(
+        64,
+        ge=0,
+        description="max_batch_size for a model without config.pbtxt whose graph has "
+        "a dynamic first dimension on every input and output.",
+    )
+
+
+class Settings(_Strict):
+    """The gateway's configuration (YAML keys are these field names)."""
+
+    model_repository: Path = Field(description="Triton-layout model repository.")
+    host: str = Field("127.0.0.1", description="Address the gRPC and metrics ports bind to.")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="Inference gRPC port (0: any free).")
+    metrics_port: int = Field(
+        8002, ge=-1, le=65535, description="Prometheus /metrics HTTP port (0: any free, -1: off)."
+    )
+    workers: int = Field(1, ge=1, le=64, description="Worker processes sharing the gRPC port.")
+    grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight calls may take to finish.")
+    max_message_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest gRPC message received or sent."
+    )
+    model_control_mode: Literal["none", "explicit"] = Field(
+        "explicit", description="explicit: RepositoryModelLoad/Unload work; none: they are refused."
+    )
+    drain_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a replaced or unloaded version stays open for calls already running on it.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
+
+    @field_validator("model_repository")
+    @classmethod
+    def _repository_exists(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in environ and name != "onnxruntime":
+            out[name] = environ[key]
+    return out
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the sources and validate once. Raises SettingsError with every problem listed."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"cannot read config {config_file}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"config {config_file}: top level must be a mapping")
+        data.update(loaded)
+    data.update(_env_overrides(os.environ if environ is None else environ))
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None

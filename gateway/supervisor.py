@@ -1,0 +1,128 @@
+"""The control plane process: with `--workers N`, N worker processes share one gRPC port.
+
+The supervisor reserves the port (a bound, non-listening SO_REUSEPORT socket, which also turns
+port 0 into a concrete port every worker can share), points prometheus_client at a shared
+multiprocess directory, and forks the workers before any gRPC object or ONNX Runtime session
+exists. It serves the merged /metrics, forwards SIGTERM/SIGINT to the workers (a second signal
+stops them at once), restarts a worker that dies on its own, and exits 0 after a clean drain.
+With one worker everything runs in this process instead (gateway/server.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from types import FrameType
+
+from .settings import Settings
+
+__all__ = ["run"]
+
+log = logging.getLogger("gateway.supervisor")
+_RESTART_BACKOFF_S = 1.0
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    return sock
+
+
+def run(settings: Settings) -> int:
+    if settings.workers == 1:
+        from .server import run_worker
+
+        return run_worker(settings)
+    return _Supervisor(settings).run()
+
+
+class _Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.workers: dict[int, int] = {}  # pid -> worker index
+        self.signals = 0
+
+    def _spawn(self, index: int, port: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                from .server import run_worker
+
+                code = run_worker(self.settings, grpc_port=port, metrics_port=-1, label=f"[{index}]")
+            except BaseException:
+                log.exception("worker %d failed", index)
+            finally:
+                os._exit(code)
+        self.workers[pid] = index
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        for pid in self.workers:
+            try:
+                # 1st: drain, 2nd: the workers stop at once, 3rd: kill
+                os.kill(pid, signum if self.signals <= 2 else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def run(self) -> int:
+        s = self.settings
+        prom_dir = tempfile.mkdtemp(prefix="modelgate-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir  # read by prometheus_client at import
+        holder = _reserve_port(s.host, s.grpc_port)
+        port = holder.getsockname()[1]
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for index in range(s.workers):
+            self._spawn(index, port)
+        print(f"modelgate: {s.workers} workers sharing gRPC port {port}", flush=True)
+
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        from .telemetry import serve_metrics
+
+        metrics_server = None
+        if s.metrics_port >= 0:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            metrics_server, metrics_port = serve_metrics(s.metrics_port, s.host, registry)
+            print(f"modelgate: metrics on http://{s.host}:{metrics_port}/metrics", flush=True)
+
+        status = 0
+        try:
+            while self.workers:
+                try:
+                    pid, wait_status = os.wait()
+                except ChildProcessError:
+                    break
+                except InterruptedError:
+                    continue
+                if pid not in self.workers:
+                    continue
+                index = self.workers.pop(pid)
+                multiprocess.mark_process_dead(pid)
+                code = os.waitstatus_to_exitcode(wait_status)
+                if self.signals:
+                    status = status or (0 if code == 0 else 1)
+                    continue
+                log.error("worker %d (pid %d) exited with %d; restarting", index, pid, code)
+                time.sleep(_RESTART_BACKOFF_S)
+                if not self.signals:
+                    self._spawn(index, port)
+        finally:
+            holder.close()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
+            shutil.rmtree(prom_dir, ignore_errors=True)
+        print("modelgate: stopped", flush=True)
+        return status

@@ -1,0 +1,138 @@
+"""The `inference.GRPCInferenceService` servicer: convert, call the data plane, convert back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
+
+from .._proto import inference_pb2 as pb
+from .._proto import inference_pb2_grpc as pb_grpc
+from ..dataplane import DataPlane
+from ..errors import GatewayError
+from ._errors import handled, internal_message
+
+__all__ = ["InferenceServicer"]
+
+Ctx: TypeAlias = Any  # grpc.aio.ServicerContext; grpcio ships no type information
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, dataplane: DataPlane, stream_window: int = 256) -> None:
+        self._dp = dataplane
+        self._stream_window = stream_window
+
+    @handled
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Ctx) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @handled
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Ctx) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._dp.server_ready())
+
+    @handled
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Ctx
+    ) -> pb.ServerMetadataResponse:
+        return self._dp.server_metadata()
+
+    @handled
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Ctx) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self._dp.model_ready(request.name, request.version))
+
+    @handled
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Ctx) -> pb.ModelMetadataResponse:
+        return self._dp.model_metadata(request.name, request.version)
+
+    @handled
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Ctx) -> pb.ModelConfigResponse:
+        return self._dp.model_config(request.name, request.version)
+
+    @handled
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Ctx
+    ) -> pb.ModelStatisticsResponse:
+        return self._dp.model_statistics(request.name, request.version)
+
+    @handled
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Ctx
+    ) -> pb.RepositoryIndexResponse:
+        return self._dp.repository_index(request.ready)
+
+    @handled
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Ctx
+    ) -> pb.RepositoryModelLoadResponse:
+        await self._dp.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @handled
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Ctx
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self._dp.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    @handled
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Ctx) -> pb.ModelInferResponse:
+        return await self._dp.infer(request)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Ctx
+    ) -> None:
+        """Many requests in flight on one stream; each answer is written, tagged by the
+        request's `id`, as soon as it is ready. A failed request gets an `error_message` and the
+        stream goes on. At most `stream_window` requests are read ahead of the answers written,
+        so a client that stops reading stops the server reading too (memory stays bounded)."""
+        window = asyncio.Semaphore(self._stream_window)
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+        started = 0
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                response = pb.ModelStreamInferResponse(infer_response=await self._dp.infer(request))
+            except GatewayError as exc:
+                response = _stream_error(request, exc.code, exc.message)
+            except Exception:
+                response = _stream_error(request, "INTERNAL", internal_message("ModelStreamInfer"))
+            answers.put_nowait(response)
+
+        async def read() -> None:
+            nonlocal started
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    task = asyncio.create_task(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    started += 1
+            finally:
+                answers.put_nowait(None)  # end of requests
+
+        reader = asyncio.create_task(read())
+        reading, written = True, 0
+        try:
+            while reading or written < started:
+                item = await answers.get()
+                if item is None:
+                    reading = False
+                    continue
+                await context.write(item)
+                written += 1
+                window.release()
+            await reader
+        finally:
+            reader.cancel()
+            for task in tasks:
+                task.cancel()
+
+
+def _stream_error(request: pb.ModelInferRequest, code: str, message: str) -> pb.ModelStreamInferResponse:
+    return pb.ModelStreamInferResponse(
+        error_message=f"[{code}] {message}",
+        infer_response=pb.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        ),
+    )

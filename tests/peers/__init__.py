@@ -1,0 +1,1 @@
+"""Real peer servers (NVIDIA Triton) that modelgate is tested and measured against."""
