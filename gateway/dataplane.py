@@ -46,8 +46,8 @@ class DataPlane:
         start = time.perf_counter_ns()
         served = self.registry.get(request.model_name, request.model_version)
         stats = served.metrics
-        inflight = self._metrics.inflight
-        inflight.inc()
+        metrics = self._metrics
+        metrics.inflight += 1
         try:
             signature = served.signature
             arrays = decode_inputs(request, signature)
@@ -68,7 +68,7 @@ class DataPlane:
             stats.failed("INTERNAL", time.perf_counter_ns() - start)
             raise
         finally:
-            inflight.dec()
+            metrics.inflight -= 1
         end = time.perf_counter_ns()
         stats.succeeded(rows, end - start, decoded - start, inferred - decoded, end - inferred)
         return response

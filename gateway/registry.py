@@ -174,7 +174,7 @@ class Registry:
                         await v.backend.close()
                     raise
             except GatewayError as exc:
-                self._metrics.load_failures.labels(name).inc()
+                self._metrics.load_failed(name)
                 log.error("loading model '%s' failed: %s", name, exc.message)
                 if previous is None or previous.state != READY:
                     self._publish(Model(name, FAILED, reason=exc.message))

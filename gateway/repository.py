@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import text_format
 
@@ -25,6 +27,11 @@ __all__ = ["ModelSource", "Repository", "valid_model_name"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 DEFAULT_MODEL_FILENAME = "model.onnx"
+
+
+def _is_version(name: str) -> bool:
+    """A version directory: ASCII digits in canonical form ("1", not "01" or "²")."""
+    return name.isascii() and name.isdigit() and str(int(name)) == name
 
 
 def valid_model_name(name: str) -> bool:
@@ -59,9 +66,8 @@ class Repository:
 
     def model_names(self) -> list[str]:
         """Every directory of the repository whose name is a valid model name."""
-        return sorted(
-            entry.name for entry in os.scandir(self.root) if valid_model_name(entry.name) and entry.is_dir()
-        )
+        with os.scandir(self.root) as entries:
+            return sorted(e.name for e in entries if valid_model_name(e.name) and e.is_dir())
 
     def _inside(self, path: Path, what: str) -> Path:
         real = path.resolve()
@@ -108,11 +114,12 @@ class Repository:
             raise LoadError(f"model '{name}': default_model_filename '{filename}' is not a plain file name")
 
         available: dict[int, Path] = {}
-        for entry in os.scandir(model_dir):
-            if entry.name.isdigit() and entry.is_dir():
-                path = model_dir / entry.name / filename
-                if path.is_file():
-                    available[int(entry.name)] = self._inside(path, f"model '{name}' version {entry.name}")
+        with os.scandir(model_dir) as entries:
+            version_dirs = [e.name for e in entries if _is_version(e.name) and e.is_dir()]
+        for version in version_dirs:
+            path = model_dir / version / filename
+            if path.is_file():
+                available[int(version)] = self._inside(path, f"model '{name}' version {version}")
         chosen = self._apply_policy(name, config.version_policy, available)
         for path in chosen.values():
             check_external_data(path, path.parent)
@@ -131,7 +138,7 @@ class Repository:
             if missing:
                 raise LoadError(
                     f"model '{name}': version_policy names versions {missing} that have no "
-                    f"{DEFAULT_MODEL_FILENAME} in the repository"
+                    "model file in the repository"
                 )
             picked = sorted(policy.specific.versions, reverse=True)
         else:
@@ -142,6 +149,35 @@ class Repository:
         return {str(v): available[v] for v in picked}
 
 
+def _tensors(model: Any) -> Iterator[Any]:
+    """Every TensorProto of an ONNX model: initializers (dense and sparse), tensor attributes
+    of every node, in every subgraph and function."""
+    graphs = [model.graph]
+    nodes = [n for f in model.functions for n in f.node]
+    while graphs or nodes:
+        if graphs:
+            graph = graphs.pop()
+            yield from graph.initializer
+            for sparse in graph.sparse_initializer:
+                yield sparse.values
+                yield sparse.indices
+            nodes.extend(graph.node)
+            continue
+        for attr in nodes.pop().attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            for sparse in attr.sparse_tensors:
+                yield sparse.values
+                yield sparse.indices
+            if attr.HasField("g"):
+                graphs.append(attr.g)
+            graphs.extend(attr.graphs)
+
+
 def check_external_data(path: Path, version_dir: Path) -> None:
     """Refuse an ONNX file whose external-data tensors point outside its version directory."""
     import onnx  # imported lazily: only loading needs it
@@ -150,21 +186,13 @@ def check_external_data(path: Path, version_dir: Path) -> None:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends without a common base
         raise LoadError(f"{path} is not a valid ONNX model: {exc}") from None
-    graphs = [model.graph]
-    while graphs:
-        graph = graphs.pop()
-        for tensor in graph.initializer:
-            if tensor.data_location != onnx.TensorProto.EXTERNAL:
-                continue
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            target = (version_dir / location).resolve()
-            if version_dir.resolve() not in target.parents:
-                raise LoadError(
-                    f"{path}: tensor '{tensor.name}' keeps its data at '{location}', outside the "
-                    "version directory"
-                )
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.HasField("g"):
-                    graphs.append(attr.g)
-                graphs.extend(attr.graphs)
+    root = version_dir.resolve()
+    for tensor in _tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if root not in (root / location).resolve().parents:
+            raise LoadError(
+                f"{path}: tensor '{tensor.name}' keeps its data at '{location}', outside the "
+                "version directory"
+            )

@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -38,7 +39,8 @@ __all__ = ["Gateway", "run_worker"]
 log = logging.getLogger("gateway")
 
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-OVERALL = ""  # the health service name that stands for the whole server
+OVERALL = ""
+SNAPSHOT_S = 1.0  # the health service name that stands for the whole server
 
 
 def _add_to_pool(*files: Any) -> None:
@@ -76,6 +78,7 @@ class Gateway:
         grpc_port: int | None = None,
         metrics_port: int | None = None,
         metrics: Metrics | None = None,
+        snapshot_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -101,6 +104,7 @@ class Gateway:
         self.metrics_port = -1
         self._server: grpc.aio.Server | None = None
         self._metrics_server: Any = None
+        self._snapshot_dir = snapshot_dir
         self._closed = asyncio.Event()
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -141,8 +145,21 @@ class Gateway:
         self._server = server
         if self._metrics_port >= 0:
             self._metrics_server, self.metrics_port = serve_metrics(
-                self._metrics_port, s.host, self.metrics.registry
+                self._metrics_port, s.host, self.metrics.registry()
             )
+        if self._snapshot_dir is not None:
+            self._spawn(self._publish_snapshots(self._snapshot_dir))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_snapshots(self, directory: Path) -> None:
+        """Hand this worker's counters to the supervisor's /metrics, every SNAPSHOT_S."""
+        while not self._closing:
+            await asyncio.to_thread(self.metrics.write_snapshot, directory)
+            await asyncio.sleep(SNAPSHOT_S)
 
     async def load(self) -> list[str]:
         """Load the repository; ready once every model is. Returns the models that failed."""
@@ -181,6 +198,8 @@ class Gateway:
         log.info("draining: up to %.1fs for in-flight calls", grace)
         await self._server.stop(grace)
         await self.registry.close()
+        if self._snapshot_dir is not None:
+            self.metrics.write_snapshot(self._snapshot_dir)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -205,8 +224,10 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _serve(settings: Settings, grpc_port: int | None, metrics_port: int | None, label: str) -> int:
-    gateway = Gateway(settings, grpc_port=grpc_port, metrics_port=metrics_port)
+async def _serve(
+    settings: Settings, grpc_port: int | None, metrics_port: int | None, label: str, snapshot_dir: Path | None
+) -> int:
+    gateway = Gateway(settings, grpc_port=grpc_port, metrics_port=metrics_port, snapshot_dir=snapshot_dir)
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -214,9 +235,7 @@ async def _serve(settings: Settings, grpc_port: int | None, metrics_port: int | 
         nonlocal signals
         signals += 1
         log.info("signal received (%d): %s", signals, "draining" if signals == 1 else "stopping now")
-        task = loop.create_task(gateway.close(None if signals == 1 else 0))
-        gateway._tasks.add(task)
-        task.add_done_callback(gateway._tasks.discard)
+        gateway._spawn(gateway.close(None if signals == 1 else 0))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
@@ -251,8 +270,12 @@ async def _serve(settings: Settings, grpc_port: int | None, metrics_port: int | 
 
 
 def run_worker(
-    settings: Settings, grpc_port: int | None = None, metrics_port: int | None = None, label: str = ""
+    settings: Settings,
+    grpc_port: int | None = None,
+    metrics_port: int | None = None,
+    label: str = "",
+    snapshot_dir: Path | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit status."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_serve(settings, grpc_port, metrics_port, label))
+        return runner.run(_serve(settings, grpc_port, metrics_port, label, snapshot_dir))

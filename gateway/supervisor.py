@@ -1,9 +1,9 @@
 """The control plane process: with `--workers N`, N worker processes share one gRPC port.
 
 The supervisor reserves the port (a bound, non-listening SO_REUSEPORT socket, which also turns
-port 0 into a concrete port every worker can share), points prometheus_client at a shared
-multiprocess directory, and forks the workers before any gRPC object or ONNX Runtime session
-exists. It serves the merged /metrics, forwards SIGTERM/SIGINT to the workers (a second signal
+port 0 into a concrete port every worker can share) and forks the workers before any gRPC object
+or ONNX Runtime session exists. Workers drop snapshots of their counters in a shared directory;
+the supervisor serves their sum on /metrics. It forwards SIGTERM/SIGINT to the workers (a second signal
 stops them at once), restarts a worker that dies on its own, and exits 0 after a clean drain.
 With one worker everything runs in this process instead (gateway/server.py).
 """
@@ -17,6 +17,7 @@ import signal
 import socket
 import tempfile
 import time
+from pathlib import Path
 from types import FrameType
 
 from .settings import Settings
@@ -48,6 +49,7 @@ class _Supervisor:
         self.settings = settings
         self.workers: dict[int, int] = {}  # pid -> worker index
         self.signals = 0
+        self.snapshot_dir = Path(tempfile.mkdtemp(prefix="modelgate-metrics-"))
 
     def _spawn(self, index: int, port: int) -> None:
         pid = os.fork()
@@ -58,7 +60,13 @@ class _Supervisor:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 from .server import run_worker
 
-                code = run_worker(self.settings, grpc_port=port, metrics_port=-1, label=f"[{index}]")
+                code = run_worker(
+                    self.settings,
+                    grpc_port=port,
+                    metrics_port=-1,
+                    label=f"[{index}]",
+                    snapshot_dir=self.snapshot_dir,
+                )
             except BaseException:
                 log.exception("worker %d failed", index)
             finally:
@@ -76,8 +84,6 @@ class _Supervisor:
 
     def run(self) -> int:
         s = self.settings
-        prom_dir = tempfile.mkdtemp(prefix="modelgate-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir  # read by prometheus_client at import
         holder = _reserve_port(s.host, s.grpc_port)
         port = holder.getsockname()[1]
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -86,14 +92,14 @@ class _Supervisor:
             self._spawn(index, port)
         print(f"modelgate: {s.workers} workers sharing gRPC port {port}", flush=True)
 
-        from prometheus_client import CollectorRegistry, multiprocess
+        from prometheus_client import CollectorRegistry
 
-        from .telemetry import serve_metrics
+        from .telemetry import SnapshotCollector, serve_metrics
 
         metrics_server = None
         if s.metrics_port >= 0:
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(SnapshotCollector.from_directory(self.snapshot_dir))
             metrics_server, metrics_port = serve_metrics(s.metrics_port, s.host, registry)
             print(f"modelgate: metrics on http://{s.host}:{metrics_port}/metrics", flush=True)
 
@@ -109,7 +115,6 @@ class _Supervisor:
                 if pid not in self.workers:
                     continue
                 index = self.workers.pop(pid)
-                multiprocess.mark_process_dead(pid)
                 code = os.waitstatus_to_exitcode(wait_status)
                 if self.signals:
                     status = status or (0 if code == 0 else 1)
@@ -123,6 +128,6 @@ class _Supervisor:
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
-            shutil.rmtree(prom_dir, ignore_errors=True)
+            shutil.rmtree(self.snapshot_dir, ignore_errors=True)
         print("modelgate: stopped", flush=True)
         return status

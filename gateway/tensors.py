@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgument
+from .errors import Internal, InvalidArgument
 
 __all__ = [
     "DATATYPES",
@@ -129,11 +129,13 @@ class Signature:
     _inputs: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
     _outputs: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
     _required: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _has_optional: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_inputs", {s.name: s for s in self.inputs})
         object.__setattr__(self, "_outputs", {s.name: s for s in self.outputs})
         object.__setattr__(self, "_required", tuple(s.name for s in self.inputs if not s.optional))
+        object.__setattr__(self, "_has_optional", any(s.optional for s in self.inputs))
 
     def input(self, name: str) -> TensorSpec | None:
         return self._inputs.get(name)
@@ -175,6 +177,10 @@ def _check_shape(spec: TensorSpec, shape: Sequence[int], max_batch_size: int) ->
 
 def decode_bytes(name: str, raw: bytes, count: int) -> np.ndarray:
     """Split a raw BYTES tensor (each element a 4-byte little-endian length, then the bytes)."""
+    if count > len(raw) // 4:  # before allocating: every element needs a 4-byte length
+        raise InvalidArgument(
+            f"input '{name}': {count} BYTES elements need at least {4 * count} bytes, got {len(raw)}"
+        )
     out = np.empty(count, dtype=object)
     view = memoryview(raw)
     pos, end = 0, len(raw)
@@ -237,7 +243,9 @@ def _decode_typed(spec: TensorSpec, dtype: DataType, shape: Sequence[int], conte
             array = np.empty(count, dtype=object)
             array[:] = list(values)
         else:
-            array = np.array(values, dtype=dtype.dtype)
+            # Through Python ints: numpy would otherwise cast the container's own int32 array
+            # and wrap out-of-range values silently (200 as INT8 -> -56).
+            array = np.array(list(values), dtype=dtype.dtype)
     except (OverflowError, ValueError) as exc:
         raise InvalidArgument(f"input '{spec.name}': contents do not fit {dtype.name}: {exc}") from None
     return array.reshape(shape)
@@ -284,7 +292,7 @@ def decode_inputs(request: Any, signature: Signature) -> dict[str, np.ndarray]:
                     f"input '{name}': batch size {shape[0]} differs from the other inputs' {batch}"
                 )
         arrays[name] = array
-    if len(arrays) != len(signature._required):
+    if len(arrays) != len(signature._required) or signature._has_optional:
         missing = [n for n in signature._required if n not in arrays]
         if missing:
             raise InvalidArgument(
@@ -310,7 +318,8 @@ def requested_outputs(request: Any, signature: Signature) -> tuple[str, ...]:
 
 
 def encode_outputs(response: Any, outputs: Mapping[str, np.ndarray], signature: Signature) -> None:
-    """Append `outputs` to a ModelInferResponse as raw contents."""
+    """Append `outputs` to a ModelInferResponse as raw (little-endian) contents. An array whose
+    dtype disagrees with the output's declared datatype is a backend fault: Internal."""
     tensors = response.outputs
     raw = response.raw_output_contents
     for name, array in outputs.items():
@@ -322,5 +331,12 @@ def encode_outputs(response: Any, outputs: Mapping[str, np.ndarray], signature: 
         tensor.shape.extend(array.shape)
         if datatype == "BYTES":
             raw.append(encode_bytes(array))
-        else:
-            raw.append(np.ascontiguousarray(array).tobytes())
+            continue
+        want = DATATYPES[datatype].dtype
+        if array.dtype != want:
+            if array.dtype.newbyteorder("=") != want.newbyteorder("="):
+                raise Internal(
+                    f"output '{name}' is declared {datatype} but the backend returned {array.dtype}"
+                )
+            array = array.astype(want)  # byte order only
+        raw.append(array.tobytes())

@@ -3,7 +3,9 @@
 A session is created, checked against the model's config and warmed in `load`, which is blocking
 and meant to run in a thread. `infer` runs small calls inline on the event loop, where a thread
 hop would cost more than the call, and larger ones in the backend's own executor (ONNX Runtime
-releases the GIL). Which one is decided per call from a moving average of the run time.
+releases the GIL). Which one is decided per call from a cost model measured at warm-up
+(`base + per_row x rows`), not from live timings: under load every call looks slow because the
+cores are busy, and moving tiny calls to a thread then would only add to the load.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ _ORT_TYPES = {
     "tensor(string)": "BYTES",
     "tensor(bfloat16)": "BF16",
 }
-_EWMA = 0.2  # weight of the newest run time in the moving average
+_WARM_RUNS = 5
+_WARM_ROWS = 8  # the second warm-up batch, to estimate the cost of a row
 
 
 @dataclass(frozen=True)
@@ -139,8 +142,10 @@ def _signature(session: Any, config: mc.ModelConfig, name: str, options: OrtOpti
     return Signature(derive(graph_in), derive(graph_out), mbs)
 
 
-def _dummy(spec: TensorSpec) -> np.ndarray:
+def _dummy(spec: TensorSpec, rows: int = 1) -> np.ndarray:
     shape = tuple(1 if d == -1 else d for d in spec.shape)
+    if spec.shape and spec.shape[0] == -1:
+        shape = (rows, *shape[1:])
     if spec.datatype == "BYTES":
         return np.full(shape, "", dtype=object)
     return np.zeros(shape, dtype=DATATYPES[spec.datatype].dtype)
@@ -156,7 +161,8 @@ class OnnxRuntimeBackend:
         self._options = options
         self._bytes_inputs = frozenset(s.name for s in signature.inputs if s.datatype == "BYTES")
         self._executor = ThreadPoolExecutor(options.executor_threads, thread_name_prefix="ort")
-        self._avg_us = 0.0
+        self._batched = signature.max_batch_size > 0
+        self._inline_rows = 0  # calls of at most this many rows run inline (set by warm-up)
 
     @property
     def info(self) -> Mapping[str, str]:
@@ -191,21 +197,33 @@ class OnnxRuntimeBackend:
         backend._warm()
         return backend
 
-    def _warm(self) -> None:
-        feed = {s.name: _dummy(s) for s in self.signature.inputs}
+    def _time_us(self, rows: int) -> float:
+        feed = {s.name: _dummy(s, rows) for s in self.signature.inputs}
         names = list(self.signature.output_names)
+        times = []
+        for _ in range(_WARM_RUNS):
+            start = time.perf_counter()
+            self._session.run(names, feed)
+            times.append((time.perf_counter() - start) * 1e6)
+        return float(np.median(times[1:]))
+
+    def _warm(self) -> None:
+        """Run dummy batches (the first run allocates) and fit the inline cost model."""
         try:
-            for _ in range(3):
-                self._run_timed(feed, names)
+            one = self._time_us(1)
+            rows = min(_WARM_ROWS, self.signature.max_batch_size) if self._batched else 1
+            per_row = max(0.0, (self._time_us(rows) - one) / (rows - 1)) if rows > 1 else 0.0
         except Exception as exc:
             raise LoadError(f"warm-up run failed: {exc}") from None
-
-    def _run_timed(self, feed: Mapping[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
-        start = time.perf_counter()
-        result = self._session.run(names, feed)
-        elapsed_us = (time.perf_counter() - start) * 1e6
-        self._avg_us += _EWMA * (elapsed_us - self._avg_us) if self._avg_us else elapsed_us
-        return result  # type: ignore[no-any-return]
+        limit = self._options.inline_below_us
+        if one >= limit:
+            self._inline_rows = 0
+        elif not self._batched:
+            self._inline_rows = 1
+        else:
+            self._inline_rows = 1 + int((limit - one) / per_row) if per_row else 1 << 62
+        self._info["warm_us_per_call"] = f"{one:.0f}"
+        self._info["inline_max_rows"] = str(min(self._inline_rows, self.signature.max_batch_size or 1))
 
     async def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         feed: Mapping[str, np.ndarray] = inputs
@@ -214,11 +232,12 @@ class OnnxRuntimeBackend:
             for name in self._bytes_inputs & feed.keys():
                 feed[name] = _to_str(name, feed[name])
         names = list(outputs)
-        if self._avg_us < self._options.inline_below_us:
-            result = self._run_timed(feed, names)
+        rows = next(iter(feed.values())).shape[0] if self._batched and feed else 1
+        if rows <= self._inline_rows:
+            result = self._session.run(names, feed)
         else:
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, self._run_timed, feed, names)
+            result = await loop.run_in_executor(self._executor, self._session.run, names, feed)
         return dict(zip(names, result, strict=True))
 
     async def close(self) -> None:

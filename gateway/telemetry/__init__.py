@@ -1,5 +1,5 @@
 """Metrics (Prometheus) and per-version statistics."""
 
-from .metrics import Metrics, VersionMetrics, serve_metrics
+from .metrics import Histogram, Metrics, SnapshotCollector, VersionMetrics, serve_metrics
 
-__all__ = ["Metrics", "VersionMetrics", "serve_metrics"]
+__all__ = ["Histogram", "Metrics", "SnapshotCollector", "VersionMetrics", "serve_metrics"]

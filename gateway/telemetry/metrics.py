@@ -1,105 +1,58 @@
-"""Prometheus metrics and the Triton-style per-version statistics, fed from one place.
+"""Metrics: plain counters on the hot path, Prometheus text at scrape time.
 
-`VersionMetrics` is created once per loaded version and keeps the label-bound children, so the
-hot path pays one method call per request, never a label lookup. With `--workers N` the
-supervisor sets prometheus_client's multiprocess directory before any worker starts and serves
-the merged view; a single process serves its own registry.
+A request costs a few integer additions and one bisect (`VersionMetrics`); nothing is formatted,
+locked or written until Prometheus scrapes. The same counters answer the ModelStatistics RPC.
+With `--workers N`, each worker writes a snapshot of its counters to a shared directory every
+`flush_s` and at exit; the supervisor serves the sum (counters of a worker that died are kept,
+as Prometheus expects of a counter).
 """
 
 from __future__ import annotations
 
+import bisect
+import json
+import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-__all__ = ["Metrics", "VersionMetrics", "serve_metrics"]
+__all__ = ["Histogram", "Metrics", "SnapshotCollector", "VersionMetrics", "serve_metrics"]
 
-_LATENCY_BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    10.0,
-)
+LATENCY_BOUNDS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+)  # fmt: skip
 
 
-class Metrics:
-    """The gateway's metric families, registered in `registry`."""
+class Histogram:
+    """Fixed buckets (upper bounds in seconds); `counts[i]` holds observations in bucket i, the
+    last one those above every bound."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        labels = ("model", "version")
-        self.requests = Counter(
-            "modelgate_requests",
-            "Inference requests answered, by status code.",
-            (*labels, "code"),
-            registry=self.registry,
-        )
-        self.rows = Counter(
-            "modelgate_inference_rows", "Rows (batch elements) inferred.", labels, registry=self.registry
-        )
-        self.latency = Histogram(
-            "modelgate_request_duration_seconds",
-            "Time from request decoded to response built.",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.backend_latency = Histogram(
-            "modelgate_backend_duration_seconds",
-            "Time of one backend call.",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.inflight = Gauge(
-            "modelgate_inflight_requests",
-            "Inference requests being served.",
-            registry=self.registry,
-            multiprocess_mode="livesum",
-        )
-        self.load_failures = Counter(
-            "modelgate_model_load_failures", "Model loads that failed.", ("model",), registry=self.registry
-        )
+    __slots__ = ("bounds", "counts", "total")
 
-    def for_version(self, model: str, version: str) -> VersionMetrics:
-        return VersionMetrics(
-            self,
-            model,
-            version,
-            ok=self.requests.labels(model, version, "OK"),
-            rows=self.rows.labels(model, version),
-            latency=self.latency.labels(model, version),
-            backend=self.backend_latency.labels(model, version),
-        )
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BOUNDS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
 
 
 @dataclass(eq=False)
 class VersionMetrics:
-    """Counters of one model version: Prometheus children plus the plain integers that the
-    ModelStatistics RPC reports (Triton's names: success, fail, queue, compute_infer)."""
+    """Counters of one model version: what Prometheus exports and what the ModelStatistics RPC
+    reports (Triton's split of a request's time: queue, compute input/infer/output)."""
 
-    parent: Metrics
     model: str
     version: str
-    ok: Any
-    rows: Any
-    latency: Any
-    backend: Any
-    inference_count: int = 0
-    execution_count: int = 0
+    inference_count: int = 0  # rows
+    execution_count: int = 0  # backend calls
     success_count: int = 0
     success_ns: int = 0
     fail_count: int = 0
@@ -109,12 +62,15 @@ class VersionMetrics:
     infer_ns: int = 0  # the backend's share, per request
     output_ns: int = 0  # encoding the response
     last_inference_ms: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # status code -> count
     batches: dict[int, list[int]] = field(default_factory=dict)  # batch size -> [count, ns]
+    latency: Histogram = field(default_factory=Histogram)
+    backend_latency: Histogram = field(default_factory=Histogram)
 
     def executed(self, rows: int, compute_ns: int) -> None:
         """One backend call of `rows` rows took `compute_ns`."""
         self.execution_count += 1
-        self.backend.observe(compute_ns * 1e-9)
+        self.backend_latency.observe(compute_ns * 1e-9)
         entry = self.batches.get(rows)
         if entry is None:
             self.batches[rows] = [1, compute_ns]
@@ -134,17 +90,144 @@ class VersionMetrics:
         self.output_ns += output_ns
         self.queue_ns += queue_ns
         self.last_inference_ms = time.time_ns() // 1_000_000
-        self.ok.inc()
-        self.rows.inc(rows)
         self.latency.observe(total_ns * 1e-9)
 
     def failed(self, code: str, total_ns: int) -> None:
         self.fail_count += 1
         self.fail_ns += total_ns
-        self.parent.requests.labels(self.model, self.version, code).inc()
+        self.failures[code] = self.failures.get(code, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "ok": self.success_count,
+            "failures": dict(self.failures),
+            "rows": self.inference_count,
+            "executions": self.execution_count,
+            "latency": [list(self.latency.counts), self.latency.total],
+            "backend_latency": [list(self.backend_latency.counts), self.backend_latency.total],
+        }
 
 
-def serve_metrics(port: int, host: str, registry: Any) -> tuple[Any, int]:
+class Metrics:
+    """Every version's counters plus process-wide ones, and their Prometheus view."""
+
+    def __init__(self) -> None:
+        self._versions: dict[tuple[str, str], VersionMetrics] = {}
+        self.load_failures: dict[str, int] = {}
+        self.inflight = 0
+
+    def for_version(self, model: str, version: str) -> VersionMetrics:
+        """The counters of a version; a reloaded version keeps counting where it left off."""
+        key = (model, version)
+        found = self._versions.get(key)
+        if found is None:
+            found = self._versions[key] = VersionMetrics(model, version)
+        return found
+
+    def load_failed(self, model: str) -> None:
+        self.load_failures[model] = self.load_failures.get(model, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "versions": [v.snapshot() for v in list(self._versions.values())],
+            "load_failures": dict(self.load_failures),
+            "inflight": self.inflight,
+        }
+
+    def write_snapshot(self, directory: Path) -> None:
+        """Publish this process's counters for the supervisor (atomic rename)."""
+        path = directory / f"worker-{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.snapshot()))
+        tmp.replace(path)
+
+    def registry(self) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SnapshotCollector(lambda: [self.snapshot()]))
+        return registry
+
+
+def _merge_counts(into: list[Any] | None, value: list[Any]) -> list[Any]:
+    if into is None:
+        return [list(value[0]), value[1]]
+    into[0] = [a + b for a, b in zip(into[0], value[0], strict=True)]
+    into[1] += value[1]
+    return into
+
+
+class SnapshotCollector:
+    """A prometheus_client collector over one or more snapshots (one per worker), summed."""
+
+    def __init__(self, snapshots: Any) -> None:
+        self._snapshots = snapshots
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> SnapshotCollector:
+        def read() -> Iterator[dict[str, Any]]:
+            for path in sorted(directory.glob("worker-*.json")):
+                try:
+                    yield json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue  # being replaced right now; the next scrape sees it
+
+        return cls(read)
+
+    def collect(self) -> Iterable[Any]:
+        ok: dict[tuple[str, str, str], int] = {}
+        rows: dict[tuple[str, str], int] = {}
+        hists: dict[str, dict[tuple[str, str], list[Any]]] = {"latency": {}, "backend_latency": {}}
+        load_failures: dict[str, int] = {}
+        inflight = 0
+        for snap in self._snapshots():
+            inflight += snap.get("inflight", 0)
+            for model, n in snap.get("load_failures", {}).items():
+                load_failures[model] = load_failures.get(model, 0) + n
+            for v in snap["versions"]:
+                key = (v["model"], v["version"])
+                for code, n in [("OK", v["ok"]), *v["failures"].items()]:
+                    ok[(*key, code)] = ok.get((*key, code), 0) + n
+                rows[key] = rows.get(key, 0) + v["rows"]
+                for name, h in hists.items():
+                    h[key] = _merge_counts(h.get(key), v[name])
+
+        requests = CounterMetricFamily(
+            "modelgate_requests", "Inference requests answered, by status code.",
+            labels=("model", "version", "code"))  # fmt: skip
+        for code_labels, n in sorted(ok.items()):
+            requests.add_metric(code_labels, n)
+        yield requests
+        row_family = CounterMetricFamily(
+            "modelgate_inference_rows", "Rows (batch elements) inferred.", labels=("model", "version")
+        )
+        for version_labels, n in sorted(rows.items()):
+            row_family.add_metric(version_labels, n)
+        yield row_family
+        for name, help_text in (
+            ("latency", "Time from request received by the data plane to response built."),
+            ("backend_latency", "Time of one backend call."),
+        ):
+            family = HistogramMetricFamily(
+                f"modelgate_{'request' if name == 'latency' else 'backend'}_duration_seconds",
+                help_text, labels=("model", "version"))  # fmt: skip
+            for version_labels, (counts, total) in sorted(hists[name].items()):
+                cumulative, buckets = 0, []
+                for bound, n in zip((*LATENCY_BOUNDS, float("inf")), counts, strict=True):
+                    cumulative += n
+                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+                family.add_metric(version_labels, buckets, total)
+            yield family
+        failures = CounterMetricFamily(
+            "modelgate_model_load_failures", "Model loads that failed.", labels=("model",)
+        )
+        for model, n in sorted(load_failures.items()):
+            failures.add_metric((model,), n)
+        yield failures
+        yield GaugeMetricFamily("modelgate_inflight_requests", "Inference requests being served.", inflight)
+
+
+def serve_metrics(port: int, host: str, registry: CollectorRegistry) -> tuple[Any, int]:
     """Serve Prometheus text on http://host:port/metrics from a daemon thread; returns the
     server (call .shutdown()) and the bound port."""
     server, _thread = start_http_server(port, host, registry=registry)

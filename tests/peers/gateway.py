@@ -1,0 +1,93 @@
+"""The real gateway as a child process, for tests and load tests: `modelgate serve` on free
+loopback ports, with the bound ports read back from its output."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["GatewayProcess"]
+
+
+class GatewayProcess:
+    """`modelgate serve` in a subprocess. Reads the bound ports from its output."""
+
+    def __init__(self, repo: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.output: list[str] = []
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--model-repository",
+                str(repo),
+                "--grpc-port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--grace-s",
+                "5",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self.port = 0
+        self.metrics_port = 0
+        self._ready_lines = 0
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if m := re.search(r"gRPC listening on [\d.]+:(\d+)", line):
+                self.port = int(m.group(1))
+            if m := re.search(r"sharing gRPC port (\d+)", line):
+                self.port = int(m.group(1))
+            if m := re.search(r"metrics on http://[\d.]+:(\d+)", line):
+                self.metrics_port = int(m.group(1))
+            if ": ready," in line:
+                self._ready_lines += 1
+                self._ready.set()
+
+    def wait_ready(self, timeout: float = 60.0, lines: int = 1) -> GatewayProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready_lines >= lines and self.port:
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("gateway did not become ready:\n" + self.log())
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return "".join(self.output)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError(f"gateway did not stop within {timeout}s:\n{self.log()}") from None
+        self._reader.join(5)
+        return code
