@@ -27,6 +27,8 @@ ALL_TYPES = [
     "BYTES",
 ]
 
+TYPED_TYPES = [t for t in ALL_TYPES if t != "FP16"]  # FP16 has no typed contents field
+
 MLP_CONFIG = """
 name: "mlp"
 max_batch_size: 8
@@ -47,6 +49,7 @@ def build_repository(root: Path) -> Path:
     for v in (1, 2):
         write_version(root, "mlp", v, mlp(seed=v))
     write_version(root, "identity", 1, identity(ALL_TYPES))  # no config.pbtxt: derived
+    write_version(root, "identity_typed", 1, identity(TYPED_TYPES))
     write_config(root, "pinned", PINNED_CONFIG)
     for v in (1, 2, 3):
         write_version(root, "pinned", v, mlp((4, 8, 2), seed=10 + v))

@@ -1,0 +1,256 @@
+"""Lifecycle: readiness, load/unload/reload through the API, SIGTERM drain, several workers."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from gateway.examples import mlp, slow, write_config, write_version
+from tests.peers.gateway import GatewayProcess
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def own_repo(repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the session repository, free to change."""
+    return Path(shutil.copytree(repo, tmp_path / "models"))
+
+
+@pytest.fixture
+def own_gateway(own_repo: Path) -> Any:
+    proc = GatewayProcess(own_repo).wait_ready()
+    yield proc
+    assert proc.terminate() == 0, proc.log()
+
+
+def infer_mlp(client: Any, version: str = "") -> str:
+    x = grpcclient.InferInput("x", [1, 32], "FP32")
+    x.set_data_from_numpy(np.ones((1, 32), np.float32))
+    return str(client.infer("mlp", [x], model_version=version).get_response().model_version)
+
+
+def status_of(call: Any) -> str:
+    with pytest.raises(InferenceServerException) as err:
+        call()
+    return str(err.value.status())
+
+
+def test_unload_and_load_through_the_api(own_gateway: GatewayProcess) -> None:
+    client = grpcclient.InferenceServerClient(own_gateway.url)
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(own_gateway.url))
+    client.unload_model("mlp")
+    assert status_of(lambda: infer_mlp(client)) == "StatusCode.UNAVAILABLE"
+    assert not client.is_model_ready("mlp")
+    assert client.is_server_ready()  # an unloaded model does not make the server unready
+    state = {m.name: (m.state, m.reason) for m in client.get_model_repository_index().models}
+    assert state["mlp"] == ("UNAVAILABLE", "unloaded")
+    assert (
+        health.Check(health_pb2.HealthCheckRequest(service="mlp")).status
+        == health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    client.load_model("mlp")
+    assert infer_mlp(client) == "2"
+    assert (
+        health.Check(health_pb2.HealthCheckRequest(service="mlp")).status
+        == health_pb2.HealthCheckResponse.SERVING
+    )
+
+
+def test_reload_adds_a_version_with_no_failed_request(own_gateway: GatewayProcess, own_repo: Path) -> None:
+    client = grpcclient.InferenceServerClient(own_gateway.url)
+    stop, served, failures = threading.Event(), [], []
+
+    def hammer() -> None:
+        c = grpcclient.InferenceServerClient(own_gateway.url)
+        while not stop.is_set() and len(served) < 20_000:
+            try:
+                served.append(infer_mlp(c))
+            except InferenceServerException as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.3)
+        write_version(own_repo, "mlp", 3, mlp(seed=3))
+        client.load_model("mlp")
+        deadline = time.monotonic() + 10
+        while "3" not in served[-50:] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert "2" in served and served[-1] == "3"
+    assert list(client.get_model_metadata("mlp").versions) == ["1", "2", "3"]
+
+
+def test_failed_reload_keeps_the_old_versions_serving(own_gateway: GatewayProcess, own_repo: Path) -> None:
+    client = grpcclient.InferenceServerClient(own_gateway.url)
+    (own_repo / "mlp" / "4").mkdir()
+    (own_repo / "mlp" / "4" / "model.onnx").write_bytes(b"this is not an onnx file")
+    with pytest.raises(InferenceServerException) as err:
+        client.load_model("mlp")
+    assert "not a valid ONNX model" in err.value.message()
+    assert infer_mlp(client) == "2"
+    assert list(client.get_model_metadata("mlp").versions) == ["1", "2"]
+
+
+def test_model_control_none_refuses_load_and_unload(repo: Path) -> None:
+    proc = GatewayProcess(repo, "--model-control-mode", "none").wait_ready()
+    try:
+        client = grpcclient.InferenceServerClient(proc.url)
+        assert status_of(lambda: client.unload_model("mlp")) == "StatusCode.FAILED_PRECONDITION"
+        assert status_of(lambda: client.load_model("mlp")) == "StatusCode.FAILED_PRECONDITION"
+        assert infer_mlp(client) == "2"
+    finally:
+        assert proc.terminate() == 0
+
+
+def test_a_model_that_fails_at_start_up(tmp_path: Path) -> None:
+    write_version(tmp_path, "good", 1, mlp((4, 8, 2)))
+    (tmp_path / "bad" / "1").mkdir(parents=True)
+    (tmp_path / "bad" / "1" / "model.onnx").write_bytes(b"garbage")
+    proc = GatewayProcess(tmp_path).wait_ready()
+    try:
+        client = grpcclient.InferenceServerClient(proc.url)
+        assert "1 of 2 models loaded (failed: bad)" in proc.log()
+        assert not client.is_server_ready()  # ready only when every model is
+        assert client.is_model_ready("good")
+        state = {m.name: (m.state, m.reason) for m in client.get_model_repository_index().models}
+        assert state["bad"][0] == "UNAVAILABLE" and "not a valid ONNX model" in state["bad"][1]
+        assert status_of(lambda: client.get_model_metadata("bad")) == "StatusCode.UNAVAILABLE"
+    finally:
+        assert proc.terminate() == 0
+
+
+def slow_repo(root: Path, iterations: int) -> Path:
+    write_config(root, "slow", "max_batch_size: 4\n")
+    write_version(root, "slow", 1, slow(iterations))
+    return root
+
+
+def test_live_before_ready_while_models_warm(tmp_path: Path) -> None:
+    proc = GatewayProcess(slow_repo(tmp_path, 40_000))
+    try:
+        deadline = time.monotonic() + 30
+        while not proc.port and time.monotonic() < deadline:
+            time.sleep(0.01)
+        client = grpcclient.InferenceServerClient(proc.url)
+        assert client.is_server_live()
+        assert not client.is_server_ready()  # the slow model is still warming up
+        proc.wait_ready()
+        assert client.is_server_ready()
+    finally:
+        assert proc.terminate() == 0
+
+
+def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
+    proc = GatewayProcess(slow_repo(tmp_path, 20_000)).wait_ready()
+    watch_updates: list[int] = []
+
+    def watch() -> None:
+        with grpc.insecure_channel(proc.url) as channel:
+            try:
+                for update in health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(service="")
+                ):
+                    watch_updates.append(update.status)
+            except grpc.RpcError:
+                pass
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+
+    async def scenario() -> tuple[list[Any], str]:
+        async with aioclient.InferenceServerClient(proc.url) as c:
+
+            async def one(i: int) -> Any:
+                x = aioclient.InferInput("x", [1, 256], "FP32")
+                x.set_data_from_numpy(np.full((1, 256), i, np.float32))
+                return await c.infer("slow", [x])
+
+            in_flight = [asyncio.create_task(one(i)) for i in range(4)]
+            await asyncio.sleep(0.15)  # they are running (one at a time) when the signal comes
+            proc.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.1)
+            try:
+                await one(99)
+                late = "OK"
+            except InferenceServerException as exc:
+                late = str(exc.status())
+            return await asyncio.gather(*in_flight), late
+
+    results, late = asyncio.run(scenario())
+    for i, result in enumerate(results):
+        np.testing.assert_allclose(result.as_numpy("y"), np.full((1, 256), i, np.float32))
+    assert late == "StatusCode.UNAVAILABLE"
+    assert proc.terminate() == 0
+    assert "draining" in proc.log() and "stopped" in proc.log()
+    watcher.join(5)
+    assert watch_updates[:1] == [health_pb2.HealthCheckResponse.SERVING]
+    assert health_pb2.HealthCheckResponse.NOT_SERVING in watch_updates
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return str(r.read().decode())
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_prometheus_metrics(gateway: GatewayProcess, client: grpcclient.InferenceServerClient) -> None:
+    before = metric(
+        scrape(gateway.metrics_port), "modelgate_requests_total", model="pinned", version="2", code="OK"
+    )
+    x = grpcclient.InferInput("x", [2, 4], "FP32")
+    x.set_data_from_numpy(np.ones((2, 4), np.float32))
+    for _ in range(3):
+        client.infer("pinned", [x], model_version="2")
+    text = scrape(gateway.metrics_port)
+    assert metric(text, "modelgate_requests_total", model="pinned", version="2", code="OK") == before + 3
+    assert metric(text, "modelgate_request_duration_seconds_count", model="pinned", version="2") == before + 3
+    assert 'modelgate_request_duration_seconds_bucket{le="+Inf",model="pinned",version="2"}' in text
+    assert metric(text, "modelgate_inference_rows_total", model="pinned", version="2") >= 6
+
+
+def test_two_workers_share_one_port(repo: Path) -> None:
+    proc = GatewayProcess(repo, "--workers", "2").wait_ready(lines=2)
+    try:
+        for i in range(20):  # a new connection each time, so the kernel spreads them
+            with grpcclient.InferenceServerClient(proc.url) as c:
+                assert infer_mlp(c, "1") == "1", i
+        assert "modelgate[0]: ready" in proc.log() and "modelgate[1]: ready" in proc.log()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # workers hand their counters over every second
+            text = scrape(proc.metrics_port)
+            if metric(text, "modelgate_requests_total", model="mlp", version="1", code="OK") == 20:
+                break
+            time.sleep(0.2)
+        assert metric(text, "modelgate_requests_total", model="mlp", version="1", code="OK") == 20
+    finally:
+        assert proc.terminate() == 0, proc.log()
+    assert proc.log().count(": stopped") == 3  # both workers and the supervisor
