@@ -1,0 +1,676 @@
+"""Malformed requests against the live gateway (RELIABILITY.md cases 1-6).
+
+Requests are built by hand from `tritonclient.grpc.service_pb2` and sent through the raw stub, so
+the tests can send what tritonclient's helpers never would: mismatched byte counts, duplicate
+inputs, bogus datatypes, huge shapes. Every case checks the exact status code, that the details
+name what was wrong, and that a good request on the same channel still succeeds afterwards.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from tests.peers.gateway import GatewayProcess
+
+from .conftest import ALL_TYPES
+
+Stub = pb_grpc.GRPCInferenceServiceStub
+Code = grpc.StatusCode
+
+CALL_TIMEOUT_S = 10.0
+
+# Things a status message must never carry: a Python exception leaking, or a file system error
+# (a model name reaching the disk).
+LEAKS = ("Traceback", "Errno", "No such file", "Exception", "internal error")
+
+NUMPY = {
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def channel(gateway: GatewayProcess) -> Iterator[grpc.Channel]:
+    ch = grpc.insecure_channel(gateway.url)
+    yield ch
+    ch.close()
+
+
+@pytest.fixture(scope="module")
+def stub(channel: grpc.Channel) -> Stub:
+    return pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+@pytest.fixture
+def scratch_gateway(repo: Path) -> Iterator[GatewayProcess]:
+    """A gateway of its own, for requests that may change its state (model loads)."""
+    proc = GatewayProcess(repo).wait_ready()
+    yield proc
+    code = proc.terminate()
+    assert code == 0, proc.log()
+    assert "Traceback" not in proc.log(), proc.log()
+
+
+# -- request builders ----------------------------------------------------------------------------
+
+
+def tensor(name: str, datatype: str, shape: list[int], **kwargs: object) -> pb.ModelInferRequest.InferInputTensor:
+    return pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=shape, **kwargs)
+
+
+def mlp_request(rows: int = 1, version: str = "") -> pb.ModelInferRequest:
+    """A good request: mlp, x FP32 [rows,32], raw."""
+    x = np.linspace(-1, 1, rows * 32, dtype=np.float32).reshape(rows, 32)
+    return pb.ModelInferRequest(
+        model_name="mlp",
+        model_version=version,
+        inputs=[tensor("x", "FP32", [rows, 32])],
+        raw_input_contents=[x.tobytes()],
+    )
+
+
+def raw_request(model: str, name: str, datatype: str, shape: list[int], raw: bytes) -> pb.ModelInferRequest:
+    return pb.ModelInferRequest(
+        model_name=model, inputs=[tensor(name, datatype, shape)], raw_input_contents=[raw]
+    )
+
+
+def typed_request(
+    model: str, name: str, datatype: str, shape: list[int], **contents: list[object]
+) -> pb.ModelInferRequest:
+    return pb.ModelInferRequest(
+        model_name=model,
+        inputs=[tensor(name, datatype, shape, contents=pb.InferTensorContents(**contents))],
+    )
+
+
+def bytes_element(data: bytes) -> bytes:
+    return struct.pack("<I", len(data)) + data
+
+
+GOOD_BYTES = b"".join(bytes_element(s) for s in (b"a", b"bc", b"", b"def"))
+
+
+def identity_request(rows: int = 1, override: dict[str, bytes] | None = None) -> pb.ModelInferRequest:
+    """A good raw request for `identity` (every input in_<T> [rows,4]); `override` replaces
+    chosen inputs' raw bytes."""
+    request = pb.ModelInferRequest(model_name="identity")
+    for t in ALL_TYPES:
+        request.inputs.append(tensor(f"in_{t}", t, [rows, 4]))
+        if t == "BYTES":
+            raw = GOOD_BYTES * rows
+        else:
+            raw = np.arange(rows * 4).astype(NUMPY[t]).tobytes()
+        request.raw_input_contents.append((override or {}).get(f"in_{t}", raw))
+    return request
+
+
+# -- assertions ----------------------------------------------------------------------------------
+
+
+def assert_serves(stub: Stub) -> None:
+    """The gateway still answers a good request on this channel."""
+    response = stub.ModelInfer(mlp_request(2), timeout=CALL_TIMEOUT_S)
+    assert response.model_name == "mlp"
+    assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [("y", "FP32", [2, 8])]
+    assert len(response.raw_output_contents[0]) == 2 * 8 * 4
+    assert np.isfinite(np.frombuffer(response.raw_output_contents[0], np.float32)).all()
+
+
+def assert_rejected(
+    stub: Stub, request: object, code: grpc.StatusCode, *fragments: str, method: str = "ModelInfer"
+) -> str:
+    """`request` fails with exactly `code`, its details contain every fragment and leak nothing;
+    then a good request on the same channel succeeds. Returns the details."""
+    with pytest.raises(grpc.RpcError) as err:
+        getattr(stub, method)(request, timeout=CALL_TIMEOUT_S)
+    details = err.value.details() or ""
+    assert err.value.code() == code, f"{err.value.code()}: {details}"
+    for fragment in fragments:
+        assert fragment in details, f"{fragment!r} not in {details!r}"
+    for leak in LEAKS:
+        assert leak not in details, details
+    assert_serves(stub)
+    return details
+
+
+# -- the good requests the bad ones are mutated from -----------------------------------------------
+
+
+def test_good_requests_pass(stub: Stub) -> None:
+    assert_serves(stub)
+    response = stub.ModelInfer(identity_request(2), timeout=CALL_TIMEOUT_S)
+    assert {o.name for o in response.outputs} == {f"out_{t}" for t in ALL_TYPES}
+    out = dict(zip((o.name for o in response.outputs), response.raw_output_contents, strict=True))
+    assert out["out_BYTES"] == GOOD_BYTES * 2
+    assert out["out_INT8"] == np.arange(8, dtype=np.int8).tobytes()
+
+
+# -- tensors: byte sizes, datatypes, names, shapes -------------------------------------------------
+
+X = "'x'"
+F32x32 = np.zeros(32, np.float32).tobytes()
+
+INVALID: list[object] = [
+    pytest.param(
+        raw_request("mlp", "x", "FP32", [1, 32], b"\0" * 40),
+        [X, "128", "40"],
+        id="raw-byte-size-short",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FP32", [2, 32], b"\0" * 257),
+        [X, "256", "257"],
+        id="raw-byte-size-long",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FP64", [1, 32], b"\0" * 256),
+        [X, "FP32", "FP64"],
+        id="wrong-datatype",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FLOAT32", [1, 32], F32x32),
+        [X, "FP32", "FLOAT32"],
+        id="bogus-datatype",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "", [1, 32], F32x32),
+        [X, "FP32"],
+        id="empty-datatype",
+    ),
+    pytest.param(
+        raw_request("mlp", "z", "FP32", [1, 32], F32x32),
+        ["'z'", "x"],
+        id="unknown-input",
+    ),
+    pytest.param(
+        pb.ModelInferRequest(model_name="mlp"),
+        ["missing", X],
+        id="missing-input",
+    ),
+    pytest.param(
+        pb.ModelInferRequest(
+            model_name="identity",
+            inputs=[i for i in identity_request().inputs if i.name != "in_INT16"],
+            raw_input_contents=[
+                r
+                for i, r in zip(identity_request().inputs, identity_request().raw_input_contents, strict=True)
+                if i.name != "in_INT16"
+            ],
+        ),
+        ["missing", "'in_INT16'"],
+        id="missing-one-of-many",
+    ),
+    pytest.param(
+        pb.ModelInferRequest(
+            model_name="mlp",
+            inputs=[tensor("x", "FP32", [1, 32]), tensor("x", "FP32", [1, 32])],
+            raw_input_contents=[F32x32, F32x32],
+        ),
+        [X, "more than once"],
+        id="duplicate-input",
+    ),
+    pytest.param(
+        pb.ModelInferRequest(
+            model_name="mlp",
+            inputs=[tensor("x", "FP32", [1, 32], contents=pb.InferTensorContents(fp32_contents=[0.0] * 32))],
+            raw_input_contents=[F32x32],
+        ),
+        [X, "contents", "raw_input_contents"],
+        id="typed-and-raw",
+    ),
+    pytest.param(
+        pb.ModelInferRequest(
+            model_name="mlp",
+            inputs=[tensor("x", "FP32", [1, 32])],
+            raw_input_contents=[F32x32, F32x32],
+        ),
+        ["raw_input_contents", "2", "1 input"],
+        id="raw-count-more-than-inputs",
+    ),
+    pytest.param(
+        pb.ModelInferRequest(
+            model_name="identity",
+            inputs=identity_request().inputs,
+            raw_input_contents=identity_request().raw_input_contents[:-1],
+        ),
+        ["raw_input_contents", str(len(ALL_TYPES) - 1), str(len(ALL_TYPES))],
+        id="raw-count-fewer-than-inputs",
+    ),
+    pytest.param(
+        pb.ModelInferRequest(model_name="mlp", raw_input_contents=[F32x32]),
+        ["raw_input_contents", "1", "0 inputs"],
+        id="raw-without-inputs",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FP32", [32], F32x32),
+        [X, "[-1,32]", "[32]"],
+        id="rank-too-low",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FP32", [1, 1, 32], F32x32),
+        [X, "[-1,32]", "[1,1,32]"],
+        id="rank-too-high",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FP32", [], b"\0" * 4),
+        [X, "[-1,32]", "[]"],
+        id="rank-zero",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FP32", [1, 31], b"\0" * 124),
+        [X, "[-1,32]", "[1,31]"],
+        id="fixed-dim-wrong",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FP32", [9, 32], b"\0" * 9 * 128),
+        [X, "batch size 9", "8"],
+        id="batch-over-max",
+    ),
+    pytest.param(
+        raw_request("pinned", "x", "FP32", [5, 4], b"\0" * 5 * 16),
+        [X, "batch size 5", "4"],
+        id="batch-over-max-pinned",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FP32", [0, 32], b""),
+        [X, "batch size 0"],
+        id="batch-zero",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FP32", [-1, 32], F32x32),
+        [X, "-1"],
+        id="negative-batch-dim",
+    ),
+    pytest.param(
+        raw_request("mlp", "x", "FP32", [1, -32], F32x32),
+        [X, "-32"],
+        id="negative-feature-dim",
+    ),
+    pytest.param(
+        raw_request("identity", "in_FP32", "FP32", [-(2**63), 4], b"\0" * 16),
+        ["'in_FP32'", str(-(2**63))],
+        id="most-negative-dim",
+    ),
+    pytest.param(
+        identity_request(override={"in_BYTES": GOOD_BYTES[:-3] + bytes_element(b"x" * 100)[:6]}),
+        ["'in_BYTES'", "100"],
+        id="bytes-length-prefix-past-end",
+    ),
+    pytest.param(
+        identity_request(override={"in_BYTES": b"\xff\xff\xff\xff" + b"abc" * 5}),
+        ["'in_BYTES'", str(0xFFFFFFFF)],
+        id="bytes-length-prefix-huge",
+    ),
+    pytest.param(
+        identity_request(override={"in_BYTES": b"\x01\x00"}),
+        ["'in_BYTES'", "16", "2"],
+        id="bytes-payload-shorter-than-prefixes",
+    ),
+    pytest.param(
+        identity_request(override={"in_BYTES": GOOD_BYTES + b"junk"}),
+        ["'in_BYTES'", "4 bytes left over"],
+        id="bytes-trailing-garbage",
+    ),
+    pytest.param(
+        identity_request(override={"in_BYTES": b"".join(bytes_element(b) for b in (b"\xff\xfe", b"", b"", b""))}),
+        ["'in_BYTES'", "UTF-8"],
+        id="bytes-not-utf8",
+    ),
+    pytest.param(
+        typed_request("mlp", "x", "FP32", [1, 32], fp32_contents=[0.5] * 31),
+        [X, "32", "31", "fp32_contents"],
+        id="typed-count-short",
+    ),
+    pytest.param(
+        typed_request("mlp", "x", "FP32", [1, 32], fp64_contents=[0.5] * 32),
+        [X, "fp32_contents", "fp64_contents"],
+        id="typed-wrong-field",
+    ),
+    pytest.param(
+        typed_request("mlp", "x", "FP32", [1, 32]),
+        [X, "32", "got 0"],
+        id="typed-no-values",
+    ),
+    pytest.param(
+        typed_request("identity", "in_INT8", "INT8", [1, 4], int_contents=[1, 200, 3, 4]),
+        ["'in_INT8'", "INT8", "200"],
+        id="typed-int8-out-of-range",
+    ),
+    pytest.param(
+        typed_request("identity", "in_INT8", "INT8", [1, 4], int_contents=[1, -129, 3, 4]),
+        ["'in_INT8'", "INT8", "-129"],
+        id="typed-int8-below-range",
+    ),
+    pytest.param(
+        typed_request("identity", "in_UINT16", "UINT16", [1, 4], uint_contents=[1, 70000, 3, 4]),
+        ["'in_UINT16'", "UINT16", "70000"],
+        id="typed-uint16-out-of-range",
+    ),
+    pytest.param(
+        typed_request("identity", "in_INT16", "INT16", [1, 4], int_contents=[1, 2, 3, -40000]),
+        ["'in_INT16'", "INT16", "-40000"],
+        id="typed-int16-out-of-range",
+    ),
+    pytest.param(
+        typed_request("identity", "in_FP16", "FP16", [1, 4], fp32_contents=[1.0, 2.0, 3.0, 4.0]),
+        ["'in_FP16'", "FP16", "raw_input_contents"],
+        id="typed-fp16",
+    ),
+    pytest.param(
+        typed_request("identity", "in_BYTES", "BYTES", [1, 4], bytes_contents=[b"\xff", b"", b"", b""]),
+        ["'in_BYTES'", "UTF-8"],
+        id="typed-bytes-not-utf8",
+    ),
+    pytest.param(
+        pb.ModelInferRequest(
+            model_name="mlp",
+            inputs=[tensor("x", "FP32", [1, 32])],
+            raw_input_contents=[F32x32],
+            outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name="logits")],
+        ),
+        ["'logits'", "y"],
+        id="unknown-requested-output",
+    ),
+    pytest.param(
+        pb.ModelInferRequest(
+            model_name="mlp",
+            inputs=[tensor("x", "FP32", [1, 32])],
+            raw_input_contents=[F32x32],
+            outputs=[
+                pb.ModelInferRequest.InferRequestedOutputTensor(name="y"),
+                pb.ModelInferRequest.InferRequestedOutputTensor(name=""),
+            ],
+        ),
+        ["''", "y"],
+        id="empty-requested-output",
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_", "fragments"), INVALID)
+def test_malformed_tensor_is_invalid_argument(stub: Stub, request_: pb.ModelInferRequest, fragments: list[str]) -> None:
+    assert_rejected(stub, request_, Code.INVALID_ARGUMENT, *fragments)
+
+
+def test_bad_tensor_never_reaches_the_backend(stub: Stub) -> None:
+    """A rejected request counts as a failure and executes nothing (RELIABILITY case 1)."""
+
+    def stats() -> pb.ModelStatistics:
+        req = pb.ModelStatisticsRequest(name="mlp", version="1")
+        return stub.ModelStatistics(req, timeout=CALL_TIMEOUT_S).model_stats[0]
+
+    before = stats()
+    bad = raw_request("mlp", "x", "FP32", [1, 32], b"\0" * 40)
+    bad.model_version = "1"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(bad, timeout=CALL_TIMEOUT_S)
+    assert err.value.code() == Code.INVALID_ARGUMENT
+    after = stats()
+    assert after.execution_count == before.execution_count
+    assert after.inference_count == before.inference_count
+    assert after.inference_stats.success.count == before.inference_stats.success.count
+    assert after.inference_stats.fail.count == before.inference_stats.fail.count + 1
+
+
+def test_bad_requests_do_not_disturb_concurrent_good_ones(stub: Stub) -> None:
+    """Good and bad requests in flight together: each gets its own answer."""
+    good = [stub.ModelInfer.future(mlp_request(1 + i % 8), timeout=CALL_TIMEOUT_S) for i in range(24)]
+    bad = [
+        stub.ModelInfer.future(raw_request("mlp", "x", "FP32", [1 + i % 8, 32], b"\0" * 40), timeout=CALL_TIMEOUT_S)
+        for i in range(24)
+    ]
+    for i, f in enumerate(good):
+        assert list(f.result().outputs[0].shape) == [1 + i % 8, 8]
+    for f in bad:
+        assert f.code() == Code.INVALID_ARGUMENT, f.details()
+        assert "'x'" in f.details() and "40" in f.details()
+
+
+# -- huge declared shapes --------------------------------------------------------------------------
+
+HUGE: list[object] = [
+    pytest.param(raw_request("mlp", "x", "FP32", [2**31, 2**31], b"\0" * 8), id="mlp-raw"),
+    pytest.param(raw_request("identity", "in_FP32", "FP32", [2**31, 2**31], b"\0" * 8), id="identity-raw"),
+    pytest.param(raw_request("identity", "in_BYTES", "BYTES", [2**31, 2**31], b"\0" * 8), id="identity-bytes"),
+    pytest.param(raw_request("identity", "in_FP32", "FP32", [2**62, 4], b"\0" * 8), id="batch-2^62"),
+    pytest.param(
+        raw_request("identity", "in_FP32", "FP32", [2**63 - 1, 2**63 - 1, 2**63 - 1], b"\0" * 8), id="int64-max"
+    ),
+    pytest.param(
+        typed_request("mlp", "x", "FP32", [2**31, 2**31], fp32_contents=[0.0, 0.0]),
+        id="mlp-typed",
+    ),
+    pytest.param(
+        typed_request("identity", "in_BYTES", "BYTES", [2**31, 2**31], bytes_contents=[b"a", b"b"]),
+        id="identity-typed-bytes",
+    ),
+]
+
+
+@pytest.mark.parametrize("request_", HUGE)
+def test_huge_declared_shape_is_rejected_fast(stub: Stub, request_: pb.ModelInferRequest) -> None:
+    start = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ModelInfer(request_, timeout=CALL_TIMEOUT_S)
+    elapsed = time.monotonic() - start
+    assert err.value.code() == Code.INVALID_ARGUMENT, err.value.details()
+    assert elapsed < 2.0, f"took {elapsed:.1f}s: something was allocated or iterated"
+    assert_serves(stub)
+
+
+# -- names: models, versions, path-like names ------------------------------------------------------
+
+
+def test_unknown_model_is_not_found(stub: Stub) -> None:
+    request = mlp_request()
+    request.model_name = "no_such_model"
+    assert_rejected(stub, request, Code.NOT_FOUND, "'no_such_model'")
+
+
+@pytest.mark.parametrize(
+    ("model", "version"),
+    [("mlp", "3"), ("mlp", "0"), ("mlp", "01"), ("mlp", "-1"), ("mlp", "latest"), ("pinned", "3")],
+)
+def test_unknown_version_is_not_found(stub: Stub, model: str, version: str) -> None:
+    if model == "mlp":
+        request = mlp_request(version=version)
+    else:
+        request = raw_request("pinned", "x", "FP32", [1, 4], b"\0" * 16)
+        request.model_version = version
+    assert_rejected(stub, request, Code.NOT_FOUND, f"'{model}'", f"'{version}'")
+
+
+def test_known_versions_are_served(stub: Stub) -> None:
+    for version in ("1", "2"):
+        assert stub.ModelInfer(mlp_request(version=version), timeout=CALL_TIMEOUT_S).model_version == version
+
+
+PATH_NAMES = ["../etc", "../../../../etc/passwd", "/abs", "/etc", " mlp", "mlp ", "mlp\n", "", ".", "..", "mlp/1"]
+
+
+@pytest.mark.parametrize("name", PATH_NAMES, ids=repr)
+def test_path_like_model_name_is_not_found(stub: Stub, name: str) -> None:
+    request = mlp_request()
+    request.model_name = name
+    fragments = [f"'{name}'"] if name.strip() else []
+    assert_rejected(stub, request, Code.NOT_FOUND, *fragments)
+    assert_rejected(stub, pb.ModelMetadataRequest(name=name), Code.NOT_FOUND, method="ModelMetadata")
+    assert_rejected(stub, pb.ModelConfigRequest(name=name), Code.NOT_FOUND, method="ModelConfig")
+    assert not stub.ModelReady(pb.ModelReadyRequest(name=name), timeout=CALL_TIMEOUT_S).ready
+    if name:  # an empty name asks for every model's statistics
+        assert_rejected(stub, pb.ModelStatisticsRequest(name=name), Code.NOT_FOUND, method="ModelStatistics")
+
+
+@pytest.mark.parametrize("name", ["../etc", "/etc", "../../../../etc/passwd", " mlp", "", "..", "no_such_model"])
+def test_repository_load_of_bad_name_is_not_found(scratch_gateway: GatewayProcess, name: str) -> None:
+    with grpc.insecure_channel(scratch_gateway.url) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        req = pb.RepositoryModelLoadRequest(model_name=name)
+        assert_rejected(stub, req, Code.NOT_FOUND, f"'{name}'", method="RepositoryModelLoad")
+        req_unload = pb.RepositoryModelUnloadRequest(model_name=name)
+        assert_rejected(stub, req_unload, Code.NOT_FOUND, f"'{name}'", method="RepositoryModelUnload")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a RepositoryModelLoad of a bad or unknown name registers a phantom FAILED model: "
+    "ServerReady turns false, RepositoryIndex lists it, and ModelInfer on it says UNAVAILABLE, not NOT_FOUND",
+)
+@pytest.mark.parametrize("name", ["../etc", "/etc", "no_such_model"])
+def test_repository_load_of_bad_name_leaves_no_trace(scratch_gateway: GatewayProcess, name: str) -> None:
+    with grpc.insecure_channel(scratch_gateway.url) as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=name), timeout=CALL_TIMEOUT_S)
+        assert err.value.code() == Code.NOT_FOUND
+        request = mlp_request()
+        request.model_name = name
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(request, timeout=CALL_TIMEOUT_S)
+        assert err.value.code() == Code.NOT_FOUND, f"{err.value.code()}: {err.value.details()}"
+        index = stub.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=CALL_TIMEOUT_S)
+        assert name not in {m.name for m in index.models}
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=CALL_TIMEOUT_S).ready
+
+
+# -- random requests (hypothesis) ------------------------------------------------------------------
+
+ALLOWED = {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED}
+
+INPUT_NAMES = ["x", "y", "", *(f"in_{t}" for t in ALL_TYPES), "out_FP32"]
+DATATYPES = [*ALL_TYPES, "BF16", "FLOAT", "fp32", "TYPE_FP32", "", "INT128"]
+DIMS = [-(2**63), -(2**31), -1, 0, 1, 2, 3, 4, 8, 9, 31, 32, 64, 65, 2**31, 2**32, 2**62, 2**63 - 1]
+ITEMSIZE = {t: np.dtype(NUMPY[t]).itemsize for t in NUMPY}
+
+_CONTENTS = {
+    "bool_contents": st.booleans(),
+    "int_contents": st.integers(-(2**31), 2**31 - 1),
+    "int64_contents": st.integers(-(2**63), 2**63 - 1),
+    "uint_contents": st.integers(0, 2**32 - 1),
+    "uint64_contents": st.integers(0, 2**64 - 1),
+    "fp32_contents": st.floats(width=32),
+    "fp64_contents": st.floats(),
+    "bytes_contents": st.binary(max_size=8),
+}
+
+
+@st.composite
+def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(
+        model_name=draw(st.sampled_from(["mlp", "identity", "pinned", "", "nope", "../etc", "/abs", " mlp"]) | st.text(max_size=12)),
+        model_version=draw(st.sampled_from(["", "", "1", "2", "3", "0", "-1", "01"]) | st.text(max_size=4)),
+        id=draw(st.text(max_size=8)),
+    )
+    n_inputs = draw(st.integers(0, 4))
+    raw_mode = draw(st.sampled_from(["raw", "typed", "mixed"]))
+    raws = []
+    for _ in range(n_inputs):
+        name = draw(st.sampled_from(INPUT_NAMES) | st.text(max_size=6))
+        datatype = draw(st.sampled_from(DATATYPES))
+        shape = draw(st.lists(st.sampled_from(DIMS) | st.integers(-(2**63), 2**63 - 1), max_size=4))
+        t = request.inputs.add(name=name, datatype=datatype, shape=shape)
+        count = int(np.prod([max(d, 0) for d in shape], dtype=object)) if shape else 1
+        # Half the time the payload fits the declared shape, so validation gets past the size check.
+        fits = count <= 256 and draw(st.booleans())
+        if raw_mode in ("typed", "mixed") and draw(st.booleans()):
+            field = draw(st.sampled_from(sorted(_CONTENTS)))
+            size = st.just(count) if fits else st.integers(0, 16)
+            values = draw(st.lists(_CONTENTS[field], min_size=draw(size), max_size=draw(size)))
+            getattr(t.contents, field).extend(values)
+        if fits and datatype in ITEMSIZE:
+            raws.append(draw(st.binary(min_size=count * ITEMSIZE[datatype], max_size=count * ITEMSIZE[datatype])))
+        elif fits and datatype == "BYTES":
+            raws.append(b"".join(bytes_element(b) for b in draw(st.lists(st.binary(max_size=4), min_size=count, max_size=count))))
+        else:
+            raws.append(draw(st.binary(max_size=64)))
+    if raw_mode in ("raw", "mixed"):
+        extra = draw(st.integers(-1, 1)) if raw_mode == "mixed" else 0
+        raws = raws[: max(0, len(raws) + extra)] if extra <= 0 else [*raws, b"\0" * 4]
+        request.raw_input_contents.extend(raws)
+    outputs = draw(st.lists(st.sampled_from(["y", "out_FP32", "out_BYTES", "x", ""]) | st.text(max_size=6), max_size=3))
+    for name in outputs:
+        request.outputs.add(name=name)
+    return request
+
+
+def test_random_requests_get_documented_statuses(stub: Stub) -> None:
+    seen: dict[grpc.StatusCode, int] = {}
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(request=infer_requests())
+    def check(request: pb.ModelInferRequest) -> None:
+        try:
+            stub.ModelInfer(request, timeout=CALL_TIMEOUT_S)
+            code, details = Code.OK, ""
+        except grpc.RpcError as err:
+            code, details = err.code(), err.details() or ""
+        seen[code] = seen.get(code, 0) + 1
+        assert code in ALLOWED, f"{code}: {details}\n{request}"
+        if code != Code.OK:
+            assert details, f"{code} without details\n{request}"
+        for leak in LEAKS:
+            assert leak not in details, f"{code}: {details}\n{request}"
+
+    check()
+    assert stub.ServerReady(pb.ServerReadyRequest(), timeout=CALL_TIMEOUT_S).ready
+    assert_serves(stub)
+    assert seen.get(Code.INVALID_ARGUMENT, 0) > 0 and seen.get(Code.NOT_FOUND, 0) > 0, seen
+
+
+# -- message size ------------------------------------------------------------------------------------
+
+
+def test_message_over_receive_limit_is_resource_exhausted(repo: Path, tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("max_message_bytes: 1048576\n")
+    proc = GatewayProcess(repo, "--config", str(config)).wait_ready()
+    try:
+        big = raw_request("mlp", "x", "FP32", [1, 32], b"\0" * (2 << 20))
+        with grpc.insecure_channel(proc.url) as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            assert_rejected(stub, big, Code.RESOURCE_EXHAUSTED)
+            assert_serves(stub)
+        # A gzip message that is tiny on the wire but inflates past the limit.
+        with grpc.insecure_channel(proc.url, compression=grpc.Compression.Gzip) as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            assert big.ByteSize() > 2 << 20
+            assert_rejected(stub, big, Code.RESOURCE_EXHAUSTED)
+            assert_serves(stub)
+    finally:
+        code = proc.terminate()
+    assert code == 0, proc.log()
+    assert "Traceback" not in proc.log(), proc.log()
+
+
+def _unused(_: Callable[..., object]) -> None:  # keep the Callable import meaningful for readers
+    pass
