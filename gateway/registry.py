@@ -153,7 +153,9 @@ class Registry:
 
     async def load(self, name: str) -> Model:
         """Load (or reload) one model from the repository. On failure the model's previous
-        versions keep serving and the error is raised."""
+        versions keep serving and the error is raised. A name that is not in the repository is
+        NOT_FOUND and leaves no trace."""
+        self.repository.check_name(name)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             previous = self._models.get(name)
@@ -190,8 +192,8 @@ class Registry:
             return model
 
     async def unload(self, name: str) -> None:
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
+        self.model(name)  # NOT_FOUND for a name never loaded
+        async with self._locks[name]:
             previous = self.model(name)
             self._publish(Model(name, UNAVAILABLE, previous.config, reason="unloaded"))
             self._retire(previous)

@@ -69,6 +69,13 @@ class Repository:
         with os.scandir(self.root) as entries:
             return sorted(e.name for e in entries if valid_model_name(e.name) and e.is_dir())
 
+    def check_name(self, name: str) -> None:
+        """NotFound unless `name` is a valid model name with a directory in the repository."""
+        if not valid_model_name(name):
+            raise NotFound(f"'{name}' is not a valid model name")
+        if not (self.root / name).is_dir():
+            raise NotFound(f"model '{name}' is not in the repository")
+
     def _inside(self, path: Path, what: str) -> Path:
         real = path.resolve()
         if real != self.root and self.root not in real.parents:
@@ -78,12 +85,8 @@ class Repository:
     def read(self, name: str) -> ModelSource:
         """Parse one model's config and pick its versions. Raises NotFound for an unknown model
         and LoadError for anything malformed."""
-        if not valid_model_name(name):
-            raise NotFound(f"'{name}' is not a valid model name")
-        model_dir = self.root / name
-        if not model_dir.is_dir():
-            raise NotFound(f"model '{name}' is not in the repository")
-        model_dir = self._inside(model_dir, f"model '{name}'")
+        self.check_name(name)
+        model_dir = self._inside(self.root / name, f"model '{name}'")
 
         config = mc.ModelConfig()
         config_path = model_dir / "config.pbtxt"

@@ -1,0 +1,314 @@
+"""Dynamic batching: many small requests in, one backend call per batch out.
+
+One `Batcher` per model version. `submit` queues a request's rows and waits for its slice of a
+batch's outputs. A scheduler task forms a batch when the queue holds `max_batch_size` rows, or a
+preferred batch size, or when the oldest request has waited `max_queue_delay`; then it
+concatenates each input once, runs the backend once, and hands every request a view of its rows.
+
+- Requests are whole: a batch holds only requests whose inputs agree beyond the batch dimension.
+- Priority levels (1 = highest) are served in order; within a level, first come first served.
+- `max_queue_size` bounds the queued requests: one more is refused at once (RESOURCE_EXHAUSTED).
+- A request whose deadline (the caller's, or the default queue timeout) passes while queued gets
+  DEADLINE_EXCEEDED at that moment and is never run; a caller that leaves (its task cancelled)
+  takes its rows out of the queue; neither disturbs the rest of the batch.
+- A backend error fails exactly the requests of that batch.
+- `close()` serves what is queued, then stops; later submissions get UNAVAILABLE.
+No locks: everything runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeadlineExceeded, GatewayError, Internal, ResourceExhausted, Unavailable
+from .clock import Clock, LoopClock, Timer
+
+__all__ = ["BatchResult", "Batcher", "BatchingPolicy"]
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[Mapping[str, np.ndarray], Sequence[str]], Awaitable[dict[str, np.ndarray]]]
+
+
+@dataclass
+class BatchingPolicy:
+    """The knobs of one batcher. `max_batch_size` and `max_queue_delay_s` may be changed while
+    it runs (the adaptive controller does); the rest is fixed at start."""
+
+    max_batch_size: int
+    max_queue_delay_s: float = 0.0005
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 4096
+    default_timeout_s: float | None = None
+    priority_levels: int = 1
+    default_priority: int = 1
+    max_inflight_batches: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    outputs: dict[str, np.ndarray]
+    queue_ns: int  # time from enqueue to the batch starting
+    compute_ns: int  # the batch's backend call
+    batch_rows: int
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    key: tuple[Any, ...]
+    future: asyncio.Future[BatchResult]
+    enqueued_at: float  # on the batcher's clock: when the queue delay runs out
+    enqueued_ns: int  # perf_counter_ns: for the queue time reported in statistics
+    timer: Timer | None = None
+    queued: bool = True
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: RunBatch,
+        outputs: Sequence[str],
+        policy: BatchingPolicy,
+        *,
+        clock: Clock | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+        name: str = "",
+    ) -> None:
+        self._run = run
+        self._outputs = tuple(outputs)
+        self.policy = policy
+        self._clock = clock or LoopClock()
+        self._on_batch = on_batch
+        self._name = name
+        self._levels: list[deque[_Item]] = [deque() for _ in range(max(1, policy.priority_levels))]
+        self._rows: dict[tuple[Any, ...], int] = {}  # queued rows per shape key
+        self.queued = 0  # queued requests
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(max(1, policy.max_inflight_batches))
+        self._running: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._scheduler: asyncio.Task[None] | None = None
+
+    # -- callers -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._scheduler = asyncio.get_running_loop().create_task(
+            self._schedule(), name=f"batcher {self._name}"
+        )
+
+    async def submit(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        deadline: float | None = None,
+        priority: int = 0,
+    ) -> BatchResult:
+        """Queue one request (`rows` rows) and wait for its outputs. `deadline` is on the clock's
+        scale; `priority` 0 means the default level."""
+        policy = self.policy
+        if self._closing:
+            raise Unavailable(f"{self._name}: shutting down")
+        if self.queued >= policy.max_queue_size:
+            raise ResourceExhausted(f"{self._name}: batch queue full ({policy.max_queue_size} requests)")
+        level = (priority or policy.default_priority) - 1
+        if not 0 <= level < len(self._levels):
+            level = len(self._levels) - 1
+        now = self._clock.now()
+        if policy.default_timeout_s is not None:
+            timeout_at = now + policy.default_timeout_s
+            deadline = timeout_at if deadline is None else min(deadline, timeout_at)
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceeded(f"{self._name}: deadline passed before the request was queued")
+        key = tuple((name, a.shape[1:], a.dtype) for name, a in inputs.items())
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        item = _Item(inputs, rows, key, future, now, time.perf_counter_ns())
+        if deadline is not None:
+            item.timer = self._clock.call_at(deadline, lambda: self._expire(item))
+        self._levels[level].append(item)
+        self._rows[key] = self._rows.get(key, 0) + rows
+        self.queued += 1
+        self._wake.set()
+        try:
+            return await future
+        finally:
+            if item.queued:  # the caller left (cancelled) or expired: take its rows out
+                self._dequeue(item)
+            if item.timer is not None:
+                item.timer.cancel()
+
+    def _dequeue(self, item: _Item) -> None:
+        item.queued = False
+        self.queued -= 1
+        left = self._rows[item.key] - item.rows
+        if left:
+            self._rows[item.key] = left
+        else:
+            del self._rows[item.key]
+
+    def _expire(self, item: _Item) -> None:
+        if not item.future.done():
+            item.future.set_exception(DeadlineExceeded(f"{self._name}: deadline passed while queued"))
+
+    # -- the scheduler ------------------------------------------------------------------------
+
+    def _head(self) -> _Item | None:
+        """The oldest live request of the highest priority level (dead ones are dropped)."""
+        for items in self._levels:
+            while items:
+                head = items[0]
+                if head.queued and not head.future.done():
+                    return head
+                items.popleft()
+                if head.queued:
+                    self._dequeue(head)
+        return None
+
+    def _target(self, available: int) -> int | None:
+        """Rows to take now, or None to wait for more."""
+        policy = self.policy
+        if available >= policy.max_batch_size or self._closing:
+            return policy.max_batch_size
+        fitting = [p for p in policy.preferred_batch_sizes if p <= available]
+        return max(fitting) if fitting else None
+
+    async def _schedule(self) -> None:
+        try:
+            while True:
+                head = self._head()
+                if head is None:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                target = self._target(self._rows.get(head.key, 0))
+                if target is None:
+                    due = head.enqueued_at + self.policy.max_queue_delay_s
+                    if due > self._clock.now():
+                        await self._sleep_until(due)
+                        continue
+                    target = self.policy.max_batch_size
+                await self._slots.acquire()
+                items = self._take(head.key, target)
+                if not items:
+                    self._slots.release()
+                    continue
+                task = asyncio.get_running_loop().create_task(self._execute(items))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("batcher %s: scheduler failed", self._name)
+            raise
+
+    async def _sleep_until(self, when: float) -> None:
+        """Wait for the queue delay, or less if a request arrives (it may fill the batch)."""
+        self._wake.clear()
+        timer = self._clock.call_at(when, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
+
+    def _take(self, key: tuple[Any, ...], target: int) -> list[_Item]:
+        """Pop live requests of `key`, in priority then arrival order, while they fit `target`."""
+        taken: list[_Item] = []
+        rows = 0
+        for items in self._levels:
+            skipped: list[_Item] = []
+            while items and rows < target:
+                item = items.popleft()
+                if not item.queued or item.future.done():
+                    if item.queued:
+                        self._dequeue(item)
+                    continue
+                if item.key != key:
+                    skipped.append(item)
+                    continue
+                if rows + item.rows > target and taken:
+                    items.appendleft(item)
+                    break
+                self._dequeue(item)
+                if item.timer is not None:  # the queue timeout ends once it runs
+                    item.timer.cancel()
+                taken.append(item)
+                rows += item.rows
+            items.extendleft(reversed(skipped))
+            if rows >= target:
+                break
+        return taken
+
+    async def _execute(self, items: list[_Item]) -> None:
+        try:
+            start = time.perf_counter_ns()
+            if len(items) == 1:
+                inputs = items[0].inputs
+            else:
+                inputs = {name: np.concatenate([it.inputs[name] for it in items]) for name in items[0].inputs}
+            try:
+                outputs = await self._run(inputs, self._outputs)
+            except GatewayError as exc:
+                self._fail(items, exc)
+                return
+            except Exception as exc:
+                log.exception("batcher %s: backend call failed", self._name)
+                self._fail(items, Internal(f"{self._name}: backend failed: {type(exc).__name__}"))
+                return
+            compute_ns = time.perf_counter_ns() - start
+            batch_rows = sum(it.rows for it in items)
+            if self._on_batch is not None:
+                self._on_batch(batch_rows, compute_ns)
+            offset = 0
+            for it in items:
+                if not it.future.done():
+                    end = offset + it.rows
+                    it.future.set_result(
+                        BatchResult(
+                            {n: a[offset:end] for n, a in outputs.items()},
+                            start - it.enqueued_ns,
+                            compute_ns,
+                            batch_rows,
+                        )
+                    )
+                offset += it.rows
+        finally:
+            self._slots.release()
+
+    @staticmethod
+    def _fail(items: list[_Item], error: GatewayError) -> None:
+        for it in items:
+            if not it.future.done():
+                it.future.set_exception(error)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Serve everything queued (without waiting for the queue delay), then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._scheduler is not None:
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    def abort(self) -> None:
+        """Stop at once: queued requests get UNAVAILABLE."""
+        self._closing = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+        error = Unavailable(f"{self._name}: shutting down")
+        for items in self._levels:
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(error)
