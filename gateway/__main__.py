@@ -2,7 +2,7 @@
 
     modelgate serve --model-repository ./models [--config gateway.yaml] [--host 127.0.0.1]
                     [--grpc-port 8001] [--metrics-port 8002] [--workers N] [--grace-s 10]
-                    [--model-control-mode explicit|none] [--log-level info]
+                    [--model-control-mode explicit|none] [--batching auto|on|off] [--log-level info]
     modelgate example-repository DIR
 
 Imports stay inside the commands: with --workers N the supervisor must fork before grpc or
@@ -31,6 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
         "grace_s": args.grace_s,
         "model_control_mode": args.model_control_mode,
         "log_level": args.log_level,
+        "batching": {"mode": args.batching} if args.batching else None,
     }
     try:
         settings = load_settings(args.config, overrides)
@@ -76,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-control-mode",
         choices=("explicit", "none"),
         help="explicit (default): RepositoryModelLoad/Unload allowed; none: refused",
+    )
+    serve.add_argument(
+        "--batching",
+        choices=("auto", "on", "off"),
+        help="dynamic batching: auto (default: as config.pbtxt/YAML say), on (every batched model), off",
     )
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     serve.set_defaults(func=_serve)

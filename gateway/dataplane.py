@@ -7,6 +7,7 @@ request is decoded exactly once (raw tensors become NumPy views in gateway/tenso
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 
@@ -42,7 +43,11 @@ class DataPlane:
 
     # -- inference ---------------------------------------------------------------------------
 
-    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def infer(
+        self, request: pb.ModelInferRequest, deadline: float | None = None
+    ) -> pb.ModelInferResponse:
+        """Serve one request. `deadline` is on the event loop's clock (None: no deadline); the
+        request's parameters may add `priority` (1 = highest) and `timeout` (µs in the queue)."""
         start = time.perf_counter_ns()
         served = self.registry.get(request.model_name, request.model_version)
         stats = served.metrics
@@ -54,9 +59,24 @@ class DataPlane:
             names = requested_outputs(request, signature)
             rows = next(iter(arrays.values())).shape[0] if signature.max_batch_size and arrays else 1
             decoded = time.perf_counter_ns()
-            outputs = await served.backend.infer(arrays, names)
-            inferred = time.perf_counter_ns()
-            stats.executed(rows, inferred - decoded)
+            batcher = served.batcher
+            if batcher is None:
+                outputs = await served.backend.infer(arrays, names)
+                inferred = time.perf_counter_ns()
+                queue_ns, infer_ns = 0, inferred - decoded
+                stats.executed(rows, infer_ns)
+            else:
+                priority = 0
+                if request.parameters:
+                    priority, deadline = _scheduling(request, deadline)
+                result = await batcher.submit(arrays, rows, deadline, priority)
+                inferred = time.perf_counter_ns()
+                outputs = (
+                    result.outputs
+                    if len(names) == len(result.outputs)
+                    else {n: result.outputs[n] for n in names}
+                )
+                queue_ns, infer_ns = result.queue_ns, result.compute_ns
             response = pb.ModelInferResponse(
                 model_name=served.model, model_version=served.version, id=request.id
             )
@@ -64,13 +84,16 @@ class DataPlane:
         except GatewayError as exc:
             stats.failed(exc.code, time.perf_counter_ns() - start)
             raise
+        except asyncio.CancelledError:  # the caller left
+            stats.failed("CANCELLED", time.perf_counter_ns() - start)
+            raise
         except BaseException:
             stats.failed("INTERNAL", time.perf_counter_ns() - start)
             raise
         finally:
             metrics.inflight -= 1
         end = time.perf_counter_ns()
-        stats.succeeded(rows, end - start, decoded - start, inferred - decoded, end - inferred)
+        stats.succeeded(rows, end - start, decoded - start, infer_ns, end - inferred, queue_ns)
         return response
 
     # -- models ------------------------------------------------------------------------------
@@ -153,6 +176,31 @@ class DataPlane:
             raise FailedPrecondition(
                 "model load/unload is disabled (start with --model-control-mode explicit)"
             )
+
+
+def _scheduling(request: pb.ModelInferRequest, deadline: float | None) -> tuple[int, float | None]:
+    """Triton's request parameters `priority` and `timeout` (µs): the priority level and the
+    deadline, the earlier of the caller's and the timeout's."""
+    params = request.parameters
+    priority = 0
+    if "priority" in params:
+        priority = _int_param(params["priority"], "priority")
+    if "timeout" in params:
+        micros = _int_param(params["timeout"], "timeout")
+        if micros > 0:
+            at = asyncio.get_running_loop().time() + micros / 1e6
+            deadline = at if deadline is None else min(deadline, at)
+    return priority, deadline
+
+
+def _int_param(param: pb.InferParameter, name: str) -> int:
+    which = param.WhichOneof("parameter_choice")
+    if which not in ("int64_param", "uint64_param"):
+        raise InvalidArgument(f"parameter '{name}' must be an integer, got {which or 'nothing'}")
+    value = int(getattr(param, which))
+    if value < 0:
+        raise InvalidArgument(f"parameter '{name}' must be >= 0, got {value}")
+    return value
 
 
 def _add_statistics(response: pb.ModelStatisticsResponse, served: ModelVersion) -> None:

@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 from ._proto import model_config_pb2 as mc
 from .backends import Backend
+from .batching import AdaptiveController, Batcher, BatchingPolicy
 from .errors import GatewayError, NotFound, Unavailable
 from .repository import ModelSource, Repository, file_digest
 from .telemetry import Metrics, VersionMetrics
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[ModelSource, str, str], Backend]
 """(source, version, digest) -> a loaded, warmed backend. Blocking; called in a thread."""
+
+BatchingFactory = Callable[[ModelSource, Signature], tuple[BatchingPolicy | None, float | None]]
+"""(source, signature) -> (the versions' batching policy or None, the p99 target in ms or None)."""
 
 READY, LOADING, UNAVAILABLE, FAILED = "READY", "LOADING", "UNAVAILABLE", "FAILED"
 """A model's states. UNAVAILABLE: unloaded on request; FAILED: its last load failed (reason says
@@ -41,10 +45,17 @@ class ModelVersion:
     backend: Backend
     metrics: VersionMetrics
     digest: str
+    batcher: Batcher | None = None  # None: every request is its own backend call
 
     @property
     def signature(self) -> Signature:
         return self.backend.signature
+
+    async def close(self) -> None:
+        """Serve what is queued, then release the backend."""
+        if self.batcher is not None:
+            await self.batcher.close()
+        await self.backend.close()
 
 
 @dataclass(eq=False)
@@ -91,12 +102,14 @@ class Registry:
         metrics: Metrics,
         drain_s: float = 5.0,
         on_change: Callable[[str], Awaitable[None]] | None = None,
+        batching: BatchingFactory | None = None,
     ) -> None:
         self.repository = repository
         self._factory = factory
         self._metrics = metrics
         self._drain_s = drain_s
         self._on_change = on_change
+        self._batching = batching
         self._models: Mapping[str, Model] = MappingProxyType({})
         self._locks: dict[str, asyncio.Lock] = {}
         self._retiring: dict[Model, asyncio.Task[None]] = {}
@@ -168,12 +181,10 @@ class Registry:
                     for version, path in source.versions.items():
                         digest = await asyncio.to_thread(file_digest, path)
                         backend = await asyncio.to_thread(self._factory, source, version, digest)
-                        versions[version] = ModelVersion(
-                            name, version, backend, self._metrics.for_version(name, version), digest
-                        )
+                        versions[version] = self._version(source, version, backend, digest)
                 except BaseException:
                     for v in versions.values():
-                        await v.backend.close()
+                        await v.close()
                     raise
             except GatewayError as exc:
                 self._metrics.load_failed(name)
@@ -190,6 +201,25 @@ class Registry:
                 self._retire(previous)
             await self._changed(name)
             return model
+
+    def _version(self, source: ModelSource, version: str, backend: Backend, digest: str) -> ModelVersion:
+        metrics = self._metrics.for_version(source.name, version)
+        served = ModelVersion(source.name, version, backend, metrics, digest)
+        policy, target_ms = self._batching(source, backend.signature) if self._batching else (None, None)
+        if policy is not None:
+            controller = AdaptiveController(policy, target_ms / 1e3) if target_ms else None
+            served.batcher = Batcher(
+                backend.infer,
+                backend.signature.output_names,
+                policy,
+                on_batch=metrics.executed,
+                observe=controller.observe if controller else None,
+                name=f"{source.name}/{version}",
+            )
+            served.batcher.start()
+            metrics.batching = policy
+            metrics.controller = controller
+        return served
 
     async def unload(self, name: str) -> None:
         self.model(name)  # NOT_FOUND for a name never loaded
@@ -233,4 +263,4 @@ class Registry:
 
 async def _close_versions(model: Model) -> None:
     for version in model.versions.values():
-        await version.backend.close()
+        await version.close()

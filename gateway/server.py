@@ -27,11 +27,13 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from ._proto import inference_pb2
 from ._proto._pool import POOL
 from .backends.onnxruntime import OnnxRuntimeBackend, OrtOptions, default_intra_op_threads
+from .batching import BatchingPolicy, resolve_policy
 from .dataplane import DataPlane
 from .registry import READY, Registry
 from .repository import ModelSource, Repository
 from .settings import Settings
 from .telemetry import Metrics, serve_metrics
+from .tensors import Signature
 from .transport.inference import InferenceServicer
 
 __all__ = ["Gateway", "run_worker"]
@@ -89,12 +91,22 @@ class Gateway:
         def make_backend(source: ModelSource, version: str, digest: str) -> OnnxRuntimeBackend:
             return OnnxRuntimeBackend.load(source.versions[version], source.config, options, digest)
 
+        def batching(source: ModelSource, signature: Signature) -> tuple[BatchingPolicy | None, float | None]:
+            return resolve_policy(
+                settings,
+                source.name,
+                source.config,
+                signature.max_batch_size,
+                settings.onnxruntime.executor_threads,
+            )
+
         self.registry = Registry(
             Repository(settings.model_repository),
             make_backend,
             self.metrics,
             drain_s=settings.drain_s,
             on_change=self._on_model_change,
+            batching=batching,
         )
         self.dataplane = DataPlane(
             self.registry, self.metrics, model_control=settings.model_control_mode == "explicit"

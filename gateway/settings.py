@@ -57,6 +57,61 @@ class OnnxRuntimeSettings(_Strict):
     )
 
 
+class BatchingSettings(_Strict):
+    """Dynamic batching. Every field may also be set per model under `models.<name>.batching`;
+    a model's config.pbtxt `dynamic_batching` supplies the values the YAML leaves unset."""
+
+    mode: Literal["auto", "on", "off"] | None = Field(
+        None,
+        description="auto (default): batch the models whose config.pbtxt has dynamic_batching "
+        "or that have a models.<name>.batching section; on: every model with a batch dimension; off: none.",
+    )
+    max_batch_size: int | None = Field(
+        None, ge=1, description="Rows per batch; null: the model's max_batch_size."
+    )
+    preferred_batch_size: list[int] | None = Field(
+        None, description="Batch sizes sent at once, without waiting for the queue delay."
+    )
+    max_queue_delay_us: int | None = Field(
+        None, ge=0, description="How long the oldest request may wait for others to join (default 500)."
+    )
+    max_queue_size: int | None = Field(
+        None,
+        ge=1,
+        description="Queued requests per version; one more gets RESOURCE_EXHAUSTED (default 4096).",
+    )
+    timeout_us: int | None = Field(
+        None,
+        ge=1,
+        description="Queue timeout when the request sets none (DEADLINE_EXCEEDED); null: only the "
+        "caller's deadline.",
+    )
+    priority_levels: int | None = Field(
+        None, ge=1, description="Priority levels; 1 is served first (default 1)."
+    )
+    default_priority_level: int | None = Field(None, ge=1, description="Level of a request without one.")
+    target_p99_ms: float | None = Field(
+        None,
+        gt=0,
+        description="SLO-adaptive mode: batch size and queue delay are adjusted at run time so "
+        "that the p99 of queue + compute time stays under this target.",
+    )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare `on`/`off` as true/false."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    def over(self, base: BatchingSettings) -> BatchingSettings:
+        """These settings, with `base` filling what they leave unset."""
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
+class ModelSettings(_Strict):
+    batching: BatchingSettings | None = None
+
+
 class Settings(_Strict):
     """The gateway's configuration (YAML keys are these field names)."""
 
@@ -81,6 +136,10 @@ class Settings(_Strict):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
+    batching: BatchingSettings = Field(
+        BatchingSettings(), description="Batching defaults for every model.")  # fmt: skip
+    models: dict[str, ModelSettings] = Field(
+        default_factory=dict, description="Per-model settings, by model name.")  # fmt: skip
 
     @field_validator("model_repository")
     @classmethod
@@ -94,7 +153,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in Settings.model_fields:
         key = ENV_PREFIX + name.upper()
-        if key in environ and name != "onnxruntime":
+        if key in environ and name not in ("onnxruntime", "batching", "models"):
             out[name] = environ[key]
     return out
 
@@ -115,7 +174,12 @@ def load_settings(
             raise SettingsError(f"config {config_file}: top level must be a mapping")
         data.update(loaded)
     data.update(_env_overrides(os.environ if environ is None else environ))
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            value = {**data[key], **value}  # a flag changes one field of a section, not all
+        data[key] = value
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

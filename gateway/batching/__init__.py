@@ -1,6 +1,17 @@
-"""Dynamic batching: a batcher per model version, and the SLO-adaptive controller."""
+"""Dynamic batching: a batcher per model version, its policy, and the SLO-adaptive controller."""
 
+from .adaptive import AdaptiveController
 from .batcher import Batcher, BatchingPolicy, BatchResult
 from .clock import Clock, LoopClock, ManualClock
+from .policy import resolve_policy
 
-__all__ = ["BatchResult", "Batcher", "BatchingPolicy", "Clock", "LoopClock", "ManualClock"]
+__all__ = [
+    "AdaptiveController",
+    "BatchResult",
+    "Batcher",
+    "BatchingPolicy",
+    "Clock",
+    "LoopClock",
+    "ManualClock",
+    "resolve_policy",
+]

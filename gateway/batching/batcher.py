@@ -82,13 +82,15 @@ class Batcher:
         *,
         clock: Clock | None = None,
         on_batch: Callable[[int, int], None] | None = None,
+        observe: Callable[[float], None] | None = None,
         name: str = "",
     ) -> None:
         self._run = run
         self._outputs = tuple(outputs)
         self.policy = policy
         self._clock = clock or LoopClock()
-        self._on_batch = on_batch
+        self._on_batch = on_batch  # (rows, compute ns) per batch
+        self._observe = observe  # queue + compute seconds per request (the adaptive controller)
         self._name = name
         self._levels: list[deque[_Item]] = [deque() for _ in range(max(1, policy.priority_levels))]
         self._rows: dict[tuple[Any, ...], int] = {}  # queued rows per shape key
@@ -269,18 +271,19 @@ class Batcher:
             batch_rows = sum(it.rows for it in items)
             if self._on_batch is not None:
                 self._on_batch(batch_rows, compute_ns)
+            observe = self._observe
             offset = 0
             for it in items:
                 if not it.future.done():
                     end = offset + it.rows
+                    queue_ns = start - it.enqueued_ns
                     it.future.set_result(
                         BatchResult(
-                            {n: a[offset:end] for n, a in outputs.items()},
-                            start - it.enqueued_ns,
-                            compute_ns,
-                            batch_rows,
+                            {n: a[offset:end] for n, a in outputs.items()}, queue_ns, compute_ns, batch_rows
                         )
                     )
+                    if observe is not None:
+                        observe((queue_ns + compute_ns) * 1e-9)
                 offset += it.rows
         finally:
             self._slots.release()

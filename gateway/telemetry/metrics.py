@@ -66,6 +66,8 @@ class VersionMetrics:
     batches: dict[int, list[int]] = field(default_factory=dict)  # batch size -> [count, ns]
     latency: Histogram = field(default_factory=Histogram)
     backend_latency: Histogram = field(default_factory=Histogram)
+    batching: Any = None  # the version's BatchingPolicy (its knobs move in adaptive mode)
+    controller: Any = None  # the AdaptiveController, when there is a p99 target
 
     def executed(self, rows: int, compute_ns: int) -> None:
         """One backend call of `rows` rows took `compute_ns`."""
@@ -107,6 +109,14 @@ class VersionMetrics:
             "executions": self.execution_count,
             "latency": [list(self.latency.counts), self.latency.total],
             "backend_latency": [list(self.backend_latency.counts), self.backend_latency.total],
+            "batching": None
+            if self.batching is None
+            else {
+                "max_batch_size": self.batching.max_batch_size,
+                "queue_delay_s": self.batching.max_queue_delay_s,
+                "target_p99_s": self.controller.target_s if self.controller else None,
+                "observed_p99_s": self.controller.last_p99_s if self.controller else None,
+            },
         }
 
 
@@ -179,6 +189,7 @@ class SnapshotCollector:
         rows: dict[tuple[str, str], int] = {}
         hists: dict[str, dict[tuple[str, str], list[Any]]] = {"latency": {}, "backend_latency": {}}
         load_failures: dict[str, int] = {}
+        batching: dict[tuple[str, str], dict[str, Any]] = {}
         inflight = 0
         for snap in self._snapshots():
             inflight += snap.get("inflight", 0)
@@ -189,6 +200,8 @@ class SnapshotCollector:
                 for code, n in [("OK", v["ok"]), *v["failures"].items()]:
                     ok[(*key, code)] = ok.get((*key, code), 0) + n
                 rows[key] = rows.get(key, 0) + v["rows"]
+                if v.get("batching"):
+                    batching.setdefault(key, v["batching"])
                 for name, h in hists.items():
                     h[key] = _merge_counts(h.get(key), v[name])
 
@@ -218,6 +231,7 @@ class SnapshotCollector:
                     buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
                 family.add_metric(version_labels, buckets, total)
             yield family
+        yield from _batching_gauges(batching)
         failures = CounterMetricFamily(
             "modelgate_model_load_failures", "Model loads that failed.", labels=("model",)
         )
@@ -225,6 +239,32 @@ class SnapshotCollector:
             failures.add_metric((model,), n)
         yield failures
         yield GaugeMetricFamily("modelgate_inflight_requests", "Inference requests being served.", inflight)
+
+
+_BATCHING_GAUGES = (
+    (
+        "max_batch_size",
+        "modelgate_batch_max_size",
+        "Current largest batch of a version (moves in adaptive mode).",
+    ),
+    ("queue_delay_s", "modelgate_batch_queue_delay_seconds", "Current queue delay of a version's batcher."),
+    ("target_p99_s", "modelgate_batch_target_p99_seconds", "p99 target of the adaptive batcher."),
+    (
+        "observed_p99_s",
+        "modelgate_batch_observed_p99_seconds",
+        "Last p99 (queue + compute) the controller saw.",
+    ),
+)
+
+
+def _batching_gauges(batching: dict[tuple[str, str], dict[str, Any]]) -> Iterator[Any]:
+    """The batchers' current settings (with several workers: one worker's, they move alike)."""
+    for key, name, help_text in _BATCHING_GAUGES:
+        family = GaugeMetricFamily(name, help_text, labels=("model", "version"))
+        for labels, values in sorted(batching.items()):
+            if values.get(key) is not None:
+                family.add_metric(labels, values[key])
+        yield family
 
 
 def serve_metrics(port: int, host: str, registry: CollectorRegistry) -> tuple[Any, int]:

@@ -76,7 +76,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @handled
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Ctx) -> pb.ModelInferResponse:
-        return await self._dp.infer(request)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+        return await self._dp.infer(request, deadline)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Ctx
