@@ -10,6 +10,7 @@ could have finished.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -66,8 +67,9 @@ class Model:
     versions: Mapping[str, ModelVersion] = field(default_factory=dict)
     reason: str = ""
 
-    @property
+    @functools.cached_property
     def latest(self) -> ModelVersion | None:
+        """The newest version (a model's versions never change after it is published)."""
         return max(self.versions.values(), key=lambda v: int(v.version), default=None)
 
 

@@ -13,6 +13,9 @@ concatenates each input once, runs the backend once, and hands every request a v
   takes its rows out of the queue; neither disturbs the rest of the batch.
 - A backend error fails exactly the requests of that batch.
 - `close()` serves what is queued, then stops; later submissions get UNAVAILABLE.
+- The queue delay is an upper bound: when requests arrive further apart than the time left to
+  wait (a moving average of the gaps), the batch goes at once, since waiting would only add
+  latency.
 No locks: everything runs on the event loop.
 """
 
@@ -34,6 +37,8 @@ from .clock import Clock, LoopClock, Timer
 __all__ = ["BatchResult", "Batcher", "BatchingPolicy"]
 
 log = logging.getLogger(__name__)
+
+_GAP_WEIGHT = 0.1  # weight of the newest inter-arrival gap in its moving average
 
 RunBatch = Callable[[Mapping[str, np.ndarray], Sequence[str]], Awaitable[dict[str, np.ndarray]]]
 
@@ -99,6 +104,9 @@ class Batcher:
         self._slots = asyncio.Semaphore(max(1, policy.max_inflight_batches))
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._delaying = False  # the scheduler is waiting out the queue delay
+        self._last_arrival: float | None = None
+        self._gap_s = 0.0  # moving average of the time between arrivals
         self._scheduler: asyncio.Task[None] | None = None
 
     # -- callers -------------------------------------------------------------------------------
@@ -126,6 +134,9 @@ class Batcher:
         if not 0 <= level < len(self._levels):
             level = len(self._levels) - 1
         now = self._clock.now()
+        if self._last_arrival is not None:
+            self._gap_s += _GAP_WEIGHT * (min(now - self._last_arrival, 1.0) - self._gap_s)
+        self._last_arrival = now
         if policy.default_timeout_s is not None:
             timeout_at = now + policy.default_timeout_s
             deadline = timeout_at if deadline is None else min(deadline, timeout_at)
@@ -139,7 +150,10 @@ class Batcher:
         self._levels[level].append(item)
         self._rows[key] = self._rows.get(key, 0) + rows
         self.queued += 1
-        self._wake.set()
+        # While the scheduler waits out the queue delay, only an arrival that fills a batch
+        # needs to wake it: one wake-up per batch rather than one per request.
+        if not self._delaying or self._rows[key] >= self._ready_rows():
+            self._wake.set()
         try:
             return await future
         finally:
@@ -175,6 +189,11 @@ class Batcher:
                     self._dequeue(head)
         return None
 
+    def _ready_rows(self) -> int:
+        """Queued rows (of one shape) that make a batch ready before the delay runs out."""
+        preferred = self.policy.preferred_batch_sizes
+        return min(preferred[0], self.policy.max_batch_size) if preferred else self.policy.max_batch_size
+
     def _target(self, available: int) -> int | None:
         """Rows to take now, or None to wait for more."""
         policy = self.policy
@@ -196,7 +215,10 @@ class Batcher:
                 target = self._target(self._rows.get(head.key, 0))
                 if target is None:
                     due = head.enqueued_at + self.policy.max_queue_delay_s
-                    if due > self._clock.now():
+                    now = self._clock.now()
+                    # Wait only if another request is due before the delay runs out: at low
+                    # load the delay would add latency and batch nothing.
+                    if due > now and now + self._gap_s < due:
                         await self._sleep_until(due)
                         continue
                     target = self.policy.max_batch_size
@@ -218,9 +240,11 @@ class Batcher:
         """Wait for the queue delay, or less if a request arrives (it may fill the batch)."""
         self._wake.clear()
         timer = self._clock.call_at(when, self._wake.set)
+        self._delaying = True
         try:
             await self._wake.wait()
         finally:
+            self._delaying = False
             timer.cancel()
 
     def _take(self, key: tuple[Any, ...], target: int) -> list[_Item]:

@@ -266,3 +266,28 @@ async def test_no_task_left_behind() -> None:
     await batcher.close()
     await settle()
     assert asyncio.all_tasks() - before == set()
+
+
+async def test_sparse_arrivals_do_not_wait_for_the_delay() -> None:
+    batcher, backend, clock = await make(BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.001))
+    for i in range(30):  # one request every 10 ms: far apart compared with the 1 ms delay
+        task = submit(batcher, [i])
+        await clock.advance(0.0)
+        if i >= 20:  # once the average gap has grown past the delay, nothing waits
+            assert task.done(), i
+        await clock.advance(0.01)
+        await task
+    assert all(b.shape[0] == 1 for b in backend.batches)
+    await batcher.close()
+
+
+async def test_dense_arrivals_still_wait_and_coalesce() -> None:
+    batcher, backend, clock = await make(BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.001))
+    tasks = []
+    for i in range(4):
+        tasks.append(submit(batcher, [i]))
+        await clock.advance(0.0001)  # 0.1 ms apart: the next one comes well within the delay
+    await clock.advance(0.001)
+    await asyncio.gather(*tasks)
+    assert [b.shape[0] for b in backend.batches] == [4]
+    await batcher.close()
