@@ -143,7 +143,8 @@ class Signature:
             tail = list(s.shape[1:])
             if self.max_batch_size and s.datatype != "BYTES" and -1 not in tail:
                 dtype = DATATYPES[s.datatype].dtype
-                fast[s.name] = (len(s.shape), tail, int(np.prod(tail, dtype=np.int64)) * dtype.itemsize, dtype)
+                row_bytes = int(np.prod(tail, dtype=np.int64)) * dtype.itemsize
+                fast[s.name] = (len(s.shape), tail, row_bytes, dtype)
         object.__setattr__(self, "_fast", fast)
 
     def input(self, name: str) -> TensorSpec | None:
