@@ -9,7 +9,7 @@ GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 PYTEST_ARGS ?=
 
-.PHONY: help venv install protos check-protos models run lint format typecheck test unit integration perf-tools bench clean install-gpu
+.PHONY: help venv install protos check-protos models run lint format typecheck test unit integration perf-tools triton-peer bench clean install-gpu
 
 help:
 	@echo "make run        set up .venv, build, write the example repository, serve it on :$(GRPC_PORT)"
@@ -45,6 +45,10 @@ models: $(MODELS)/mlp/config.pbtxt
 perf-tools: $(STAMP)
 	bash loadtests/setup_perf_tools.sh $(VENV) >/dev/null
 
+# A real Triton Inference Server for tests and benchmarks, in its own venv (.venv-triton).
+triton-peer:
+	bash tests/peers/setup_triton.sh
+
 run: $(STAMP) models
 	@echo
 	@echo "Serving ./$(MODELS) on 127.0.0.1:$(GRPC_PORT) (metrics: http://127.0.0.1:$(METRICS_PORT)/metrics). Ctrl-C stops."
@@ -66,17 +70,18 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) perf-tools lint typecheck
+test: $(STAMP) perf-tools triton-peer lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: $(STAMP) perf-tools
+integration: $(STAMP) perf-tools triton-peer
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-bench: $(STAMP) perf-tools
+bench: $(STAMP) perf-tools triton-peer
 	$(PY) loadtests/bench_gateway.py
+	$(PY) loadtests/bench_batching.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -31,6 +31,7 @@ class DataPlane:
         self._metrics = metrics
         self._model_control = model_control
         self.accepting = False  # set by the server once every model is loaded, cleared on drain
+        self.forwards_trace = bool(registry.repository.remote)  # remote backends want traceparent
 
     # -- server ------------------------------------------------------------------------------
 
@@ -61,7 +62,7 @@ class DataPlane:
             decoded = time.perf_counter_ns()
             batcher = served.batcher
             if batcher is None:
-                outputs = await served.backend.infer(arrays, names)
+                outputs = await served.backend.infer(arrays, names, deadline)
                 inferred = time.perf_counter_ns()
                 queue_ns, infer_ns = 0, inferred - decoded
                 stats.executed(rows, infer_ns)

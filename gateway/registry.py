@@ -20,7 +20,7 @@ from ._proto import model_config_pb2 as mc
 from .backends import Backend
 from .batching import AdaptiveController, Batcher, BatchingPolicy
 from .errors import GatewayError, NotFound, Unavailable
-from .repository import ModelSource, Repository, file_digest
+from .repository import ModelSource, Repository
 from .telemetry import Metrics, VersionMetrics
 from .tensors import DATATYPES, Signature
 
@@ -28,8 +28,8 @@ __all__ = ["BackendFactory", "Model", "ModelVersion", "Registry"]
 
 log = logging.getLogger(__name__)
 
-BackendFactory = Callable[[ModelSource, str, str], Backend]
-"""(source, version, digest) -> a loaded, warmed backend. Blocking; called in a thread."""
+BackendFactory = Callable[[ModelSource, str], Awaitable[Backend]]
+"""(source, version) -> a loaded, warmed backend (its info names the artifact's digest)."""
 
 BatchingFactory = Callable[[ModelSource, Signature], tuple[BatchingPolicy | None, float | None]]
 """(source, signature) -> (the versions' batching policy or None, the p99 target in ms or None)."""
@@ -180,9 +180,9 @@ class Registry:
                 source = self.repository.read(name)
                 versions: dict[str, ModelVersion] = {}
                 try:
-                    for version, path in source.versions.items():
-                        digest = await asyncio.to_thread(file_digest, path)
-                        backend = await asyncio.to_thread(self._factory, source, version, digest)
+                    for version in source.versions:
+                        backend = await self._factory(source, version)
+                        digest = backend.info.get("artifact_digest", "")
                         versions[version] = self._version(source, version, backend, digest)
                 except BaseException:
                     for v in versions.values():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,14 @@ from google.protobuf import text_format
 from ._proto import model_config_pb2 as mc
 from .errors import LoadError, NotFound
 
-__all__ = ["ModelSource", "Repository", "valid_model_name"]
+__all__ = ["ModelSource", "RemoteVersion", "Repository", "valid_model_name"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 DEFAULT_MODEL_FILENAME = "model.onnx"
+
+
+def _newest_first(versions: Mapping[str, Path | RemoteVersion]) -> dict[str, Path | RemoteVersion]:
+    return {v: versions[v] for v in sorted(versions, key=int, reverse=True)}
 
 
 def _is_version(name: str) -> bool:
@@ -40,14 +44,24 @@ def valid_model_name(name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class RemoteVersion:
+    """A version served by remote Triton (or any KServe v2 gRPC) servers."""
+
+    endpoints: tuple[str, ...]
+    model: str
+    model_version: str = ""  # empty: the remote server's choice
+
+
+@dataclass(frozen=True)
 class ModelSource:
     """What the repository holds for one model: its config (parsed, or empty when there is no
-    config.pbtxt) and the files of the versions its version policy selects."""
+    config.pbtxt) and its versions: the files its version policy selects, and remote versions
+    declared in the gateway's config (which win over a file of the same number)."""
 
     name: str
     config: mc.ModelConfig
     has_config: bool
-    versions: dict[str, Path]  # version -> model file, newest first
+    versions: dict[str, Path | RemoteVersion]  # newest first
 
 
 def file_digest(path: Path) -> str:
@@ -59,21 +73,27 @@ def file_digest(path: Path) -> str:
 
 
 class Repository:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, remote: Mapping[str, Mapping[str, RemoteVersion]] | None = None) -> None:
         self.root = root.resolve()
         if not self.root.is_dir():
             raise LoadError(f"model repository {root} is not a directory")
+        self.remote = {name: dict(versions) for name, versions in (remote or {}).items() if versions}
+        bad = [name for name in self.remote if not valid_model_name(name)]
+        if bad:
+            raise LoadError(f"invalid model names in the config: {bad}")
 
     def model_names(self) -> list[str]:
-        """Every directory of the repository whose name is a valid model name."""
+        """Every directory of the repository whose name is a valid model name, and every model
+        with remote versions."""
         with os.scandir(self.root) as entries:
-            return sorted(e.name for e in entries if valid_model_name(e.name) and e.is_dir())
+            local = {e.name for e in entries if valid_model_name(e.name) and e.is_dir()}
+        return sorted(local | set(self.remote))
 
     def check_name(self, name: str) -> None:
-        """NotFound unless `name` is a valid model name with a directory in the repository."""
+        """NotFound unless `name` is a valid model name the repository or the config knows."""
         if not valid_model_name(name):
             raise NotFound(f"'{name}' is not a valid model name")
-        if not (self.root / name).is_dir():
+        if name not in self.remote and not (self.root / name).is_dir():
             raise NotFound(f"model '{name}' is not in the repository")
 
     def _inside(self, path: Path, what: str) -> Path:
@@ -86,6 +106,10 @@ class Repository:
         """Parse one model's config and pick its versions. Raises NotFound for an unknown model
         and LoadError for anything malformed."""
         self.check_name(name)
+        remote = self.remote.get(name, {})
+        if not (self.root / name).is_dir():
+            config = mc.ModelConfig(name=name, platform="remote", backend="triton")
+            return ModelSource(name, config, False, _newest_first(remote))
         model_dir = self._inside(self.root / name, f"model '{name}'")
 
         config = mc.ModelConfig()
@@ -123,10 +147,11 @@ class Repository:
             path = model_dir / version / filename
             if path.is_file():
                 available[int(version)] = self._inside(path, f"model '{name}' version {version}")
-        chosen = self._apply_policy(name, config.version_policy, available)
-        for path in chosen.values():
-            check_external_data(path, path.parent)
-        return ModelSource(name, config, has_config, chosen)
+        files = self._apply_policy(name, config.version_policy, available) if available or not remote else {}
+        for file in files.values():
+            check_external_data(file, file.parent)
+        chosen: dict[str, Path | RemoteVersion] = {**files, **remote}
+        return ModelSource(name, config, has_config, _newest_first(chosen))
 
     @staticmethod
     def _apply_policy(

@@ -26,11 +26,13 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ._proto import inference_pb2
 from ._proto._pool import POOL
+from .backends import Backend
 from .backends.onnxruntime import OnnxRuntimeBackend, OrtOptions, default_intra_op_threads
+from .backends.triton import TritonBackend, TritonOptions
 from .batching import BatchingPolicy, resolve_policy
 from .dataplane import DataPlane
 from .registry import READY, Registry
-from .repository import ModelSource, Repository
+from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .settings import Settings
 from .telemetry import Metrics, serve_metrics
 from .tensors import Signature
@@ -69,6 +71,18 @@ def ort_options(settings: Settings) -> OrtOptions:
     )
 
 
+def remote_versions(settings: Settings) -> dict[str, dict[str, RemoteVersion]]:
+    """The `backend: triton` versions of the config, by model."""
+    return {
+        name: {
+            version: RemoteVersion(tuple(spec.endpoints), spec.model or name, spec.model_version)
+            for version, spec in model.versions.items()
+            if spec.backend == "triton"
+        }
+        for name, model in settings.models.items()
+    }
+
+
 class Gateway:
     """The gateway in one process. `metrics_port` -1 leaves metrics to someone else (the
     supervisor, when there are several workers)."""
@@ -87,9 +101,20 @@ class Gateway:
         self._grpc_port = settings.grpc_port if grpc_port is None else grpc_port
         self._metrics_port = settings.metrics_port if metrics_port is None else metrics_port
         options = ort_options(settings)
+        triton = TritonOptions(
+            max_message_bytes=settings.max_message_bytes,
+            eject_after_failures=settings.triton.eject_after_failures,
+            probe_interval_s=settings.triton.probe_interval_s,
+            connect_timeout_s=settings.triton.connect_timeout_s,
+            retry_budget=settings.triton.retry_budget,
+        )
 
-        def make_backend(source: ModelSource, version: str, digest: str) -> OnnxRuntimeBackend:
-            return OnnxRuntimeBackend.load(source.versions[version], source.config, options, digest)
+        async def make_backend(source: ModelSource, version: str) -> Backend:
+            where = source.versions[version]
+            if isinstance(where, RemoteVersion):
+                return await TritonBackend.connect(source.name, version, where, source.config, triton)
+            digest = await asyncio.to_thread(file_digest, where)
+            return await asyncio.to_thread(OnnxRuntimeBackend.load, where, source.config, options, digest)
 
         def batching(source: ModelSource, signature: Signature) -> tuple[BatchingPolicy | None, float | None]:
             return resolve_policy(
@@ -101,7 +126,7 @@ class Gateway:
             )
 
         self.registry = Registry(
-            Repository(settings.model_repository),
+            Repository(settings.model_repository, remote_versions(settings)),
             make_backend,
             self.metrics,
             drain_s=settings.drain_s,

@@ -108,8 +108,61 @@ class BatchingSettings(_Strict):
         return base.model_copy(update=self.model_dump(exclude_none=True))
 
 
+class VersionSettings(_Strict):
+    """A version served elsewhere: `backend: triton` sends its calls to remote Triton (or any
+    KServe v2 gRPC) servers. `backend: onnxruntime` (the default for versions in the repository)
+    needs no entry."""
+
+    backend: Literal["triton", "onnxruntime"] = "triton"
+    endpoints: list[str] = Field(default_factory=list, description="host:port of each server.")
+    model: str | None = Field(None, description="The model's name there (default: the same name).")
+    model_version: str = Field("", description="The version there (default: the server's choice).")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for endpoint in value:
+            host, _, port = endpoint.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"endpoint '{endpoint}' is not host:port")
+        return value
+
+
+class TritonSettings(_Strict):
+    """How remote (backend: triton) versions are called."""
+
+    eject_after_failures: int = Field(3, ge=1, description="Consecutive failures that eject an endpoint.")
+    probe_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often endpoints are probed (ServerReady + ModelReady); an "
+        "ejected endpoint is readmitted on its first good probe.",
+    )
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="Time to fetch a remote model's metadata at load."
+    )
+    retry_budget: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Retries allowed, as a share of calls (plus 3 a second); only "
+        "UNAVAILABLE calls that never reached a server are retried, on another endpoint.",
+    )
+
+
 class ModelSettings(_Strict):
     batching: BatchingSettings | None = None
+    versions: dict[str, VersionSettings] = Field(default_factory=dict)
+
+    @field_validator("versions")
+    @classmethod
+    def _numbered(cls, value: dict[str, VersionSettings]) -> dict[str, VersionSettings]:
+        for version, spec in value.items():
+            if not (version.isascii() and version.isdigit() and str(int(version)) == version):
+                raise ValueError(f"version '{version}' is not a number like 1, 2, 3")
+            if spec.backend == "triton" and not spec.endpoints:
+                raise ValueError(f"version '{version}': backend triton needs endpoints")
+        return value
 
 
 class Settings(_Strict):
@@ -136,6 +189,7 @@ class Settings(_Strict):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
+    triton: TritonSettings = TritonSettings()
     batching: BatchingSettings = Field(
         BatchingSettings(), description="Batching defaults for every model.")  # fmt: skip
     models: dict[str, ModelSettings] = Field(
@@ -153,7 +207,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in Settings.model_fields:
         key = ENV_PREFIX + name.upper()
-        if key in environ and name not in ("onnxruntime", "batching", "models"):
+        if key in environ and name not in ("onnxruntime", "batching", "models", "triton"):
             out[name] = environ[key]
     return out
 

@@ -1,4 +1,5 @@
-"""Backends run model versions: ONNX Runtime in-process (more to come behind the same protocol)."""
+"""Backends run model versions: ONNX Runtime in-process (onnxruntime.py) or remote Triton
+servers (triton.py), behind one protocol (base.py)."""
 
 from .base import Backend
 

@@ -225,7 +225,9 @@ class OnnxRuntimeBackend:
         self._info["warm_us_per_call"] = f"{one:.0f}"
         self._info["inline_max_rows"] = str(min(self._inline_rows, self.signature.max_batch_size or 1))
 
-    async def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    async def infer(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], deadline: float | None = None
+    ) -> dict[str, np.ndarray]:
         feed: Mapping[str, np.ndarray] = inputs
         if self._bytes_inputs:
             feed = dict(inputs)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeadlineExceeded, GatewayError, Internal, ResourceExhausted, Unavailable
+from ..telemetry.tracing import TRACEPARENT
 from .clock import Clock, LoopClock, Timer
 
 __all__ = ["BatchResult", "Batcher", "BatchingPolicy"]
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 _GAP_WEIGHT = 0.1  # weight of the newest inter-arrival gap in its moving average
 
-RunBatch = Callable[[Mapping[str, np.ndarray], Sequence[str]], Awaitable[dict[str, np.ndarray]]]
+RunBatch = Callable[[Mapping[str, np.ndarray], Sequence[str], float | None], Awaitable[dict[str, np.ndarray]]]
 
 
 @dataclass
@@ -74,6 +75,8 @@ class _Item:
     future: asyncio.Future[BatchResult]
     enqueued_at: float  # on the batcher's clock: when the queue delay runs out
     enqueued_ns: int  # perf_counter_ns: for the queue time reported in statistics
+    deadline: float | None = None
+    trace: str | None = None  # the caller's traceparent, for backends that call out
     timer: Timer | None = None
     queued: bool = True
 
@@ -144,7 +147,7 @@ class Batcher:
             raise DeadlineExceeded(f"{self._name}: deadline passed before the request was queued")
         key = tuple((name, a.shape[1:], a.dtype) for name, a in inputs.items())
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        item = _Item(inputs, rows, key, future, now, time.perf_counter_ns())
+        item = _Item(inputs, rows, key, future, now, time.perf_counter_ns(), deadline, TRACEPARENT.get())
         if deadline is not None:
             item.timer = self._clock.call_at(deadline, lambda: self._expire(item))
         self._levels[level].append(item)
@@ -283,7 +286,12 @@ class Batcher:
             else:
                 inputs = {name: np.concatenate([it.inputs[name] for it in items]) for name in items[0].inputs}
             try:
-                outputs = await self._run(inputs, self._outputs)
+                # One remote call for the batch: it may run as long as its most patient request,
+                # and carries the first request's trace context.
+                deadlines = [it.deadline for it in items]
+                deadline = None if None in deadlines else max(d for d in deadlines if d is not None)
+                TRACEPARENT.set(items[0].trace)
+                outputs = await self._run(inputs, self._outputs, deadline)
             except GatewayError as exc:
                 self._fail(items, exc)
                 return

@@ -10,6 +10,7 @@ from .._proto import inference_pb2 as pb
 from .._proto import inference_pb2_grpc as pb_grpc
 from ..dataplane import DataPlane
 from ..errors import GatewayError
+from ..telemetry.tracing import TRACEPARENT
 from ._errors import handled, internal_message
 
 __all__ = ["InferenceServicer"]
@@ -78,6 +79,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Ctx) -> pb.ModelInferResponse:
         remaining = context.time_remaining()
         deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+        if self._dp.forwards_trace:
+            TRACEPARENT.set(_traceparent(context))
         return await self._dp.infer(request, deadline)
 
     async def ModelStreamInfer(
@@ -129,6 +132,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             reader.cancel()
             for task in tasks:
                 task.cancel()
+
+
+def _traceparent(context: Ctx) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            return str(value)
+    return None
 
 
 def _stream_error(request: pb.ModelInferRequest, code: str, message: str) -> pb.ModelStreamInferResponse:

@@ -25,7 +25,7 @@ class FakeBackend:
         self.fail_with: Exception | None = None
 
     async def __call__(
-        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], deadline: float | None = None
     ) -> dict[str, np.ndarray]:
         self.batches.append(inputs["x"])
         if self.hold is not None:
