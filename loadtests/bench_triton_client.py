@@ -1,0 +1,122 @@
+"""Which client stack should the Triton backend use? Same server, same requests, one run.
+
+    python loadtests/bench_triton_client.py [--calls 3000] [--concurrency 1,16] [--repeats 3]
+
+Calls ModelInfer on the bare grpc.aio server (loadtests/bare_server.py: answers at once, so the
+client's own cost shows) with (1) modelgate's generated stubs on a grpc.aio channel, as
+gateway/backends/triton.py does, and (2) tritonclient.grpc.aio (InferInput / infer / as_numpy).
+Both build a 1 x 32 FP32 raw request and decode the 1 x 8 FP32 answer to NumPy. Reports calls/s
+and the client process's CPU µs per call (medians over repeats), and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
+
+import grpc  # noqa: E402
+import tritonclient.grpc.aio as tc_aio  # noqa: E402
+from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
+
+from gateway._proto import inference_pb2 as pb  # noqa: E402
+from gateway._proto import inference_pb2_grpc as pb_grpc  # noqa: E402
+
+X = np.ones((1, 32), np.float32)
+
+
+async def own_stubs(url: str) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    channel = grpc.aio.insecure_channel(url)
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+    async def call() -> None:
+        request = pb.ModelInferRequest(model_name="mlp")
+        request.inputs.add(name="x", datatype="FP32", shape=X.shape)
+        request.raw_input_contents.append(X.tobytes())
+        response = await stub.ModelInfer(request)
+        out = response.outputs[0]
+        np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(tuple(out.shape))
+
+    return call, channel.close
+
+
+async def tritonclient_aio(url: str) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+    client = tc_aio.InferenceServerClient(url)
+
+    async def call() -> None:
+        tensor = tc_aio.InferInput("x", list(X.shape), "FP32")
+        tensor.set_data_from_numpy(X)
+        result = await client.infer("mlp", [tensor])
+        result.as_numpy("y")
+
+    return call, client.close
+
+
+async def measure(factory: Callable[..., Awaitable[tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]]],
+                  url: str, calls: int, concurrency: int) -> tuple[float, float]:  # fmt: skip
+    call, close = await factory(url)
+    for _ in range(50):
+        await call()
+    remaining = calls
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await close()
+    return calls / wall, cpu / calls * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--concurrency", default="1,16", type=lambda s: [int(c) for c in s.split(",")])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    proc, port = start_bare_server_subprocess()
+    url = f"127.0.0.1:{port}"
+    try:
+        print("| client | concurrency | calls/s | client CPU µs/call |")
+        print("|---|---|---|---|")
+        for concurrency in args.concurrency:
+            rows = {}
+            for name, factory in (
+                ("modelgate stubs (grpc.aio)", own_stubs),
+                ("tritonclient.grpc.aio", tritonclient_aio),
+            ):
+                runs = [
+                    asyncio.run(measure(factory, url, args.calls, concurrency)) for _ in range(args.repeats)
+                ]
+                rows[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+                print(f"| {name} | {concurrency} | {rows[name][0]:,.0f} | {rows[name][1]:,.0f} |")
+            own, tc = rows["modelgate stubs (grpc.aio)"], rows["tritonclient.grpc.aio"]
+            print(
+                f"| ratio own/tritonclient | {concurrency} | {own[0] / tc[0]:.2f}× | {own[1] / tc[1]:.2f}× |"
+            )
+    finally:
+        stop_bare_server(proc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
