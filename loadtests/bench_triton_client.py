@@ -32,9 +32,10 @@ from gateway._proto import inference_pb2 as pb  # noqa: E402
 from gateway._proto import inference_pb2_grpc as pb_grpc  # noqa: E402
 
 X = np.ones((1, 32), np.float32)
+Client = tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]  # (one call, close)
 
 
-async def own_stubs(url: str) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+async def own_stubs(url: str) -> Client:
     channel = grpc.aio.insecure_channel(url)
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
@@ -49,7 +50,7 @@ async def own_stubs(url: str) -> tuple[Callable[[], Awaitable[None]], Callable[[
     return call, channel.close
 
 
-async def tritonclient_aio(url: str) -> tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]:
+async def tritonclient_aio(url: str) -> Client:
     client = tc_aio.InferenceServerClient(url)
 
     async def call() -> None:
@@ -61,8 +62,9 @@ async def tritonclient_aio(url: str) -> tuple[Callable[[], Awaitable[None]], Cal
     return call, client.close
 
 
-async def measure(factory: Callable[..., Awaitable[tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]]],
-                  url: str, calls: int, concurrency: int) -> tuple[float, float]:  # fmt: skip
+async def measure(
+    factory: Callable[[str], Awaitable[Client]], url: str, calls: int, concurrency: int
+) -> tuple[float, float]:
     call, close = await factory(url)
     for _ in range(50):
         await call()
