@@ -97,7 +97,7 @@ def test_pass_through_matches_the_model_run_directly(
             "fraud": remote(tritons[0]),
             "ints": remote(tritons[0], model="ints"),
             "doubles": remote(tritons[0], model="doubles"),
-        },  # fmt: skip
+        },
     )
     try:
         client = grpcclient.InferenceServerClient(proc.url)
@@ -253,7 +253,10 @@ def test_signature_mismatch_fails_the_load_and_the_old_version_keeps_serving(
     tmp_path: Path, tritons: list[TritonServer]
 ) -> None:
     repo = tmp_path / "models"
-    good = 'max_batch_size: 64\ninput [{name: "x", data_type: TYPE_FP32, dims: [32]}]\noutput [{name: "y", data_type: TYPE_FP32, dims: [8]}]\n'
+    good = (
+        'max_batch_size: 64\ninput [{name: "x", data_type: TYPE_FP32, dims: [32]}]\n'
+        'output [{name: "y", data_type: TYPE_FP32, dims: [8]}]\n'
+    )
     write_config(repo, "fraud", good)
     proc = gateway_for(tmp_path, {"fraud": remote(tritons[0])}, repo=repo)
     try:
