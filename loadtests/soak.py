@@ -1,0 +1,103 @@
+"""Memory and latency over a long run: is anything growing?
+
+    python loadtests/soak.py [--minutes 5] [--concurrency 32] [--streaming] [--workers 1]
+
+Serves the example repository (batching on for `mlp`), drives it with perf_analyzer in
+back-to-back windows for --minutes, and samples the resident memory (RSS) of every gateway
+process after each window. Prints a table (window, infer/s, p99, RSS per process) and the RSS
+change between the first window after warm-up and the last; exits 1 if it grew by more than
+--max-growth-mib (default 20 MiB). Results also go to loadtests/results/soak.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
+
+from perf_analyzer import run_perf_analyzer  # noqa: E402
+
+from gateway.examples import example_repository  # noqa: E402
+from tests.peers.gateway import GatewayProcess  # noqa: E402
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def gateway_pids(root: int) -> list[int]:
+    """The gateway process and its children (workers)."""
+    pids = [root]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == root:
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--window-ms", type=int, default=10_000)
+    parser.add_argument("--streaming", action="store_true")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--max-growth-mib", type=float, default=20.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results" / "soak.json")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = example_repository(Path(tmp))
+        gateway = GatewayProcess(repo, "--workers", str(args.workers)).wait_ready(lines=args.workers)
+        try:
+            end = time.monotonic() + args.minutes * 60
+            window = 0
+            while time.monotonic() < end:
+                [r] = run_perf_analyzer(
+                    gateway.url, "mlp", ["x:32"], [args.concurrency], measurement_ms=args.window_ms,
+                    streaming=args.streaming, label=f"w{window}", max_trials=3,
+                )  # fmt: skip
+                pids = gateway_pids(gateway.proc.pid)
+                rss = {pid: round(rss_mib(pid), 1) for pid in pids}
+                rows.append({"window": window, "t_s": round(args.minutes * 60 - (end - time.monotonic())),
+                             "infer_s": r["throughput_infer_s"], "p99_ms": r["p99_ms"], "status": r["status"],
+                             "rss_mib": rss})  # fmt: skip
+                speed = f"{r['throughput_infer_s']} infer/s, p99 {r['p99_ms']} ms"
+                print(f"window {window}: {speed}, RSS MiB {rss}", flush=True)
+                window += 1
+        finally:
+            gateway.terminate()
+    print("\n| window | t (s) | infer/s | p99 ms | RSS MiB (per process) |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['window']} | {r['t_s']} | {r['infer_s']} | {r['p99_ms']} | {r['rss_mib']} |")
+    growth = 0.0
+    if len(rows) >= 3:
+        first, last = rows[1]["rss_mib"], rows[-1]["rss_mib"]  # window 0 is warm-up
+        growth = max(last.get(pid, 0) - first.get(pid, 0) for pid in first)
+        last_window = rows[-1]["window"]
+        print(
+            f"\nRSS growth from window 1 to window {last_window}: {growth:+.1f} MiB (limit {args.max_growth_mib})"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=2))
+    return 1 if growth > args.max_growth_mib else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
