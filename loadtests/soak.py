@@ -91,9 +91,7 @@ def main() -> int:
         first, last = rows[1]["rss_mib"], rows[-1]["rss_mib"]  # window 0 is warm-up
         growth = max(last.get(pid, 0) - first.get(pid, 0) for pid in first)
         last_window = rows[-1]["window"]
-        print(
-            f"\nRSS growth from window 1 to window {last_window}: {growth:+.1f} MiB (limit {args.max_growth_mib})"
-        )
+        print(f"\nRSS growth, window 1 to {last_window}: {growth:+.1f} MiB (limit {args.max_growth_mib})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=2))
     return 1 if growth > args.max_growth_mib else 0
