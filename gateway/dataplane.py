@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from . import __version__
 from ._proto import inference_pb2 as pb
 from ._proto import model_config_pb2 as mc
-from .errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound
+from .errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound, ResourceExhausted
 from .registry import READY, Model, ModelVersion, Registry
 from .telemetry import Metrics
 from .tensors import decode_inputs, encode_outputs, requested_outputs
@@ -26,10 +26,13 @@ PLATFORM = "onnxruntime_onnx"
 
 
 class DataPlane:
-    def __init__(self, registry: Registry, metrics: Metrics, model_control: bool = True) -> None:
+    def __init__(
+        self, registry: Registry, metrics: Metrics, model_control: bool = True, max_inflight: int = 0
+    ) -> None:
         self.registry = registry
         self._metrics = metrics
         self._model_control = model_control
+        self._max_inflight = max_inflight or 1 << 62
         self.accepting = False  # set by the server once every model is loaded, cleared on drain
         self.forwards_trace = bool(registry.repository.remote)  # remote backends want traceparent
 
@@ -53,6 +56,9 @@ class DataPlane:
         served = self.registry.get(request.model_name, request.model_version)
         stats = served.metrics
         metrics = self._metrics
+        if metrics.inflight >= self._max_inflight:
+            stats.failed("RESOURCE_EXHAUSTED", 0)
+            raise ResourceExhausted(f"{metrics.inflight} requests in flight: the gateway's cap")
         metrics.inflight += 1
         try:
             signature = served.signature

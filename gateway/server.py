@@ -134,7 +134,10 @@ class Gateway:
             batching=batching,
         )
         self.dataplane = DataPlane(
-            self.registry, self.metrics, model_control=settings.model_control_mode == "explicit"
+            self.registry,
+            self.metrics,
+            model_control=settings.model_control_mode == "explicit",
+            max_inflight=settings.max_inflight_requests,
         )
         self.health = HealthServicer()
         self.port = 0

@@ -182,6 +182,12 @@ class Settings(_Strict):
     model_control_mode: Literal["none", "explicit"] = Field(
         "explicit", description="explicit: RepositoryModelLoad/Unload work; none: they are refused."
     )
+    max_inflight_requests: int = Field(
+        4096,
+        ge=0,
+        description="Inference requests served at once per worker; one more gets "
+        "RESOURCE_EXHAUSTED at once (0: no cap).",
+    )
     drain_s: float = Field(
         5.0,
         ge=0,

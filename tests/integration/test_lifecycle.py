@@ -254,3 +254,32 @@ def test_two_workers_share_one_port(repo: Path) -> None:
     finally:
         assert proc.terminate() == 0, proc.log()
     assert proc.log().count(": stopped") == 3  # both workers and the supervisor
+
+
+def test_concurrency_cap_refuses_the_excess_and_leaks_nothing(tmp_path: Path) -> None:
+    repo = slow_repo(tmp_path / "models", 10_000)  # ~0.1 s a call, one at a time
+    (tmp_path / "cap.yaml").write_text("max_inflight_requests: 2\n")
+    proc = GatewayProcess(repo, "--config", str(tmp_path / "cap.yaml")).wait_ready()
+
+    async def wave(n: int) -> list[str]:
+        async with aioclient.InferenceServerClient(proc.url) as c:
+
+            async def one() -> str:
+                x = aioclient.InferInput("x", [1, 256], "FP32")
+                x.set_data_from_numpy(np.ones((1, 256), np.float32))
+                try:
+                    await c.infer("slow", [x])
+                    return "OK"
+                except InferenceServerException as exc:
+                    return str(exc.status())
+
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    try:
+        for _ in range(2):  # a second wave admits exactly the cap again
+            began = time.monotonic()
+            outcome = asyncio.run(wave(6))
+            assert sorted(outcome) == ["OK", "OK"] + ["StatusCode.RESOURCE_EXHAUSTED"] * 4, outcome
+            assert time.monotonic() - began < 5
+    finally:
+        assert proc.terminate() == 0
