@@ -23,7 +23,6 @@ def _from_config(config: mc.ModelConfig) -> BatchingSettings | None:
     db = config.dynamic_batching
     queue = db.default_queue_policy
     return BatchingSettings(
-        mode="on",
         preferred_batch_size=list(db.preferred_batch_size) or None,
         max_queue_delay_us=db.max_queue_delay_microseconds,
         max_queue_size=queue.max_queue_size or None,
@@ -37,7 +36,9 @@ def resolve_policy(
     settings: Settings, model: str, config: mc.ModelConfig, max_batch_size: int, inflight: int
 ) -> tuple[BatchingPolicy | None, float | None]:
     """The batching policy of a model's versions and its p99 target, or (None, None) when the
-    model does not batch. Precedence: models.<name>.batching > config.pbtxt > batching."""
+    model does not batch. Values: models.<name>.batching > config.pbtxt > batching. Whether it
+    batches: the model's own `mode` if set; else the global `mode` when it is on or off (the
+    operator's switch, e.g. --batching off); else (auto) whether config.pbtxt or the YAML asks."""
     if max_batch_size <= 0:
         return None, None
     declared = _from_config(config)
@@ -47,9 +48,10 @@ def resolve_policy(
         merged = declared.over(merged)
     if own is not None and own.batching is not None:
         merged = own.batching.over(merged)
-    mode = merged.mode or "auto"
+    own_batching = own.batching if own is not None else None
+    mode = (own_batching.mode if own_batching is not None else None) or settings.batching.mode or "auto"
     if mode == "auto":
-        mode = "on" if declared is not None or (own is not None and own.batching is not None) else "off"
+        mode = "on" if declared is not None or own_batching is not None else "off"
     if mode == "off":
         return None, None
     size = min(merged.max_batch_size or max_batch_size, max_batch_size)
