@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 BackendFactory = Callable[[ModelSource, str], Awaitable[Backend]]
 """(source, version) -> a loaded, warmed backend (its info names the artifact's digest)."""
 
-BatchingFactory = Callable[[ModelSource, Signature], tuple[BatchingPolicy | None, float | None]]
-"""(source, signature) -> (the versions' batching policy or None, the p99 target in ms or None)."""
+BatchingFactory = Callable[[ModelSource, Backend], tuple[BatchingPolicy | None, float | None]]
+"""(source, backend) -> (the version's batching policy or None, the p99 target in ms or None)."""
 
 READY, LOADING, UNAVAILABLE, FAILED = "READY", "LOADING", "UNAVAILABLE", "FAILED"
 """A model's states. UNAVAILABLE: unloaded on request; FAILED: its last load failed (reason says
@@ -207,7 +207,7 @@ class Registry:
     def _version(self, source: ModelSource, version: str, backend: Backend, digest: str) -> ModelVersion:
         metrics = self._metrics.for_version(source.name, version)
         served = ModelVersion(source.name, version, backend, metrics, digest)
-        policy, target_ms = self._batching(source, backend.signature) if self._batching else (None, None)
+        policy, target_ms = self._batching(source, backend) if self._batching else (None, None)
         if policy is not None:
             controller = AdaptiveController(policy, target_ms / 1e3) if target_ms else None
             served.batcher = Batcher(

@@ -35,7 +35,6 @@ from .registry import READY, Registry
 from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .settings import Settings
 from .telemetry import Metrics, serve_metrics
-from .tensors import Signature
 from .transport.inference import InferenceServicer
 
 __all__ = ["Gateway", "run_worker"]
@@ -116,14 +115,9 @@ class Gateway:
             digest = await asyncio.to_thread(file_digest, where)
             return await asyncio.to_thread(OnnxRuntimeBackend.load, where, source.config, options, digest)
 
-        def batching(source: ModelSource, signature: Signature) -> tuple[BatchingPolicy | None, float | None]:
-            return resolve_policy(
-                settings,
-                source.name,
-                source.config,
-                signature.max_batch_size,
-                settings.onnxruntime.executor_threads,
-            )
+        def batching(source: ModelSource, backend: Backend) -> tuple[BatchingPolicy | None, float | None]:
+            max_batch = backend.signature.max_batch_size
+            return resolve_policy(settings, source.name, source.config, max_batch, backend.concurrency)
 
         self.registry = Registry(
             Repository(settings.model_repository, remote_versions(settings)),

@@ -17,6 +17,8 @@ class Backend(Protocol):
     the signature is batched) and returns the requested outputs by name."""
 
     signature: Signature
+    concurrency: int
+    """How many calls are worth running at once (the batcher keeps that many batches in flight)."""
 
     @property
     def info(self) -> Mapping[str, str]:

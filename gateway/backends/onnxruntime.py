@@ -161,6 +161,7 @@ class OnnxRuntimeBackend:
         self._options = options
         self._bytes_inputs = frozenset(s.name for s in signature.inputs if s.datatype == "BYTES")
         self._executor = ThreadPoolExecutor(options.executor_threads, thread_name_prefix="ort")
+        self.concurrency = options.executor_threads
         self._batched = signature.max_batch_size > 0
         self._inline_rows = 0  # calls of at most this many rows run inline (set by warm-up)
 
