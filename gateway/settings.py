@@ -39,8 +39,8 @@ class OnnxRuntimeSettings(_Strict):
     intra_op_threads: int | None = Field(
         None,
         ge=1,
-        description="Threads per session; null: CPU cores / workers, so N workers "
-        "do not oversubscribe the machine.",
+        description="Threads per session; null: CPU cores / workers - 1 (one core left to the "
+        "transport), so N workers do not oversubscribe the machine.",
     )
     executor_threads: int = Field(1, ge=1, description="Concurrent backend calls per version.")
     inline_below_us: float = Field(

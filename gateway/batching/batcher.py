@@ -13,9 +13,10 @@ concatenates each input once, runs the backend once, and hands every request a v
   takes its rows out of the queue; neither disturbs the rest of the batch.
 - A backend error fails exactly the requests of that batch.
 - `close()` serves what is queued, then stops; later submissions get UNAVAILABLE.
-- The queue delay is an upper bound: when requests arrive further apart than the time left to
-  wait (a moving average of the gaps), the batch goes at once, since waiting would only add
-  latency.
+- The queue delay is an upper bound: after a few waits that gathered nobody but the first
+  request (one client at a time), batches go at once; every 16th still waits, to notice when
+  the load rises. Timers have about 1 ms granularity on the event loop, so a delay under 1 ms
+  waits about 1 ms.
 No locks: everything runs on the event loop.
 """
 
@@ -39,7 +40,8 @@ __all__ = ["BatchResult", "Batcher", "BatchingPolicy"]
 
 log = logging.getLogger(__name__)
 
-_GAP_WEIGHT = 0.1  # weight of the newest inter-arrival gap in its moving average
+_FUTILE_LIMIT = 3  # waits in a row that gathered nobody: stop waiting ...
+_PROBE_EVERY = 16  # ... except every 16th batch, which waits again to notice the load rising
 
 RunBatch = Callable[[Mapping[str, np.ndarray], Sequence[str], float | None], Awaitable[dict[str, np.ndarray]]]
 
@@ -108,8 +110,9 @@ class Batcher:
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
         self._delaying = False  # the scheduler is waiting out the queue delay
-        self._last_arrival: float | None = None
-        self._gap_s = 0.0  # moving average of the time between arrivals
+        self._waited = False  # the batch being formed has waited out (part of) the queue delay
+        self._futile = 0  # consecutive waits after which the batch still held one request
+        self._skipped = 0  # batches sent without waiting since waiting last paid off
         self._scheduler: asyncio.Task[None] | None = None
 
     # -- callers -------------------------------------------------------------------------------
@@ -137,9 +140,6 @@ class Batcher:
         if not 0 <= level < len(self._levels):
             level = len(self._levels) - 1
         now = self._clock.now()
-        if self._last_arrival is not None:
-            self._gap_s += _GAP_WEIGHT * (min(now - self._last_arrival, 1.0) - self._gap_s)
-        self._last_arrival = now
         if policy.default_timeout_s is not None:
             timeout_at = now + policy.default_timeout_s
             deadline = timeout_at if deadline is None else min(deadline, timeout_at)
@@ -218,10 +218,8 @@ class Batcher:
                 target = self._target(self._rows.get(head.key, 0))
                 if target is None:
                     due = head.enqueued_at + self.policy.max_queue_delay_s
-                    now = self._clock.now()
-                    # Wait only if another request is due before the delay runs out: at low
-                    # load the delay would add latency and batch nothing.
-                    if due > now and now + self._gap_s < due:
+                    if due > self._clock.now() and self._worth_waiting():
+                        self._waited = True
                         await self._sleep_until(due)
                         continue
                     target = self.policy.max_batch_size
@@ -230,6 +228,9 @@ class Batcher:
                 if not items:
                     self._slots.release()
                     continue
+                if self._waited:
+                    self._futile = self._futile + 1 if len(items) == 1 else 0
+                    self._waited = False
                 task = asyncio.get_running_loop().create_task(self._execute(items))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
@@ -238,6 +239,18 @@ class Batcher:
         except Exception:
             log.exception("batcher %s: scheduler failed", self._name)
             raise
+
+    def _worth_waiting(self) -> bool:
+        """Waiting pays only if others arrive meanwhile. When the last few waits gathered
+        nobody (one client at a time, each waiting for its answer), send at once; every
+        _PROBE_EVERY-th batch waits anyway, to notice when the load rises."""
+        if self._futile < _FUTILE_LIMIT:
+            return True
+        self._skipped += 1
+        if self._skipped >= _PROBE_EVERY:
+            self._skipped = 0
+            return True
+        return False
 
     async def _sleep_until(self, when: float) -> None:
         """Wait for the queue delay, or less if a request arrives (it may fill the batch)."""

@@ -268,16 +268,32 @@ async def test_no_task_left_behind() -> None:
     assert asyncio.all_tasks() - before == set()
 
 
-async def test_sparse_arrivals_do_not_wait_for_the_delay() -> None:
+async def test_waits_that_gather_nobody_stop_and_probes_continue() -> None:
     batcher, backend, clock = await make(BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.001))
-    for i in range(30):  # one request every 10 ms: far apart compared with the 1 ms delay
+    waited = []
+    for i in range(40):  # one client at a time: nobody ever joins a waiting request
         task = submit(batcher, [i])
         await clock.advance(0.0)
-        if i >= 20:  # once the average gap has grown past the delay, nothing waits
-            assert task.done(), i
-        await clock.advance(0.01)
+        waited.append(not task.done())
+        await clock.advance(0.002)
         await task
+    assert waited[:3] == [True, True, True]  # the first waits are honoured
+    assert waited[3:19].count(True) == 1  # then only a probe every 16th batch waits
     assert all(b.shape[0] == 1 for b in backend.batches)
+    await batcher.close()
+
+
+async def test_waiting_resumes_when_it_pays_again() -> None:
+    batcher, backend, clock = await make(BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.001))
+    for i in range(4):  # futile waits: from now on only probes wait
+        task = submit(batcher, [i])
+        await clock.advance(0.002)
+        await task
+    for _ in range(20):  # load rises: two at a time; a probe finds company and waiting resumes
+        pair = [submit(batcher, [1]), submit(batcher, [2])]
+        await clock.advance(0.002)
+        await asyncio.gather(*pair)
+    assert [b.shape[0] for b in backend.batches][-3:] == [2, 2, 2]
     await batcher.close()
 
 
