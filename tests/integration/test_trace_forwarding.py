@@ -39,6 +39,7 @@ def recorder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     yield match.group(1), log
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
+    proc.stdout.close()
 
 
 @pytest.mark.parametrize("batching", ["off", "on"])

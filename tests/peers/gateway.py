@@ -90,4 +90,6 @@ class GatewayProcess:
             self.proc.wait()
             raise AssertionError(f"gateway did not stop within {timeout}s:\n{self.log()}") from None
         self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return code

