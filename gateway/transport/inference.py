@@ -90,6 +90,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         request's `id`, as soon as it is ready. A failed request gets an `error_message` and the
         stream goes on. At most `stream_window` requests are read ahead of the answers written,
         so a client that stops reading stops the server reading too (memory stays bounded)."""
+        if self._dp.forwards_trace:  # one trace context for the stream; its tasks inherit it
+            TRACEPARENT.set(_traceparent(context))
         window = asyncio.Semaphore(self._stream_window)
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
