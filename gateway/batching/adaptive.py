@@ -1,10 +1,18 @@
 """SLO-adaptive batching: keep the p99 of queue + compute time under a target.
 
 An AIMD controller over the batcher's two knobs. Every `window` requests (or `period_s`, if
-traffic is thin) it takes the p99 of what it saw: above the target, both knobs are cut
-multiplicatively (fast relief); comfortably below (under `headroom` x target), they grow
-additively (slow probing toward bigger, cheaper batches). The queue delay never exceeds half the
-target (waiting longer than that cannot pay) and the batch size never exceeds the model's.
+traffic is thin) it looks at the p99 of what it saw:
+
+- Above the target, the queue delay is halved (fast relief). The batch size is cut only when a
+  batch's own compute time (its p99) takes more than half the target: under load, smaller
+  batches mean more of them queued behind each other, so cutting the size when the time goes
+  to queueing would raise the latency it means to lower (a first version did exactly that and
+  settled at batch 4 with 0.4x the throughput of the best static setting).
+- Comfortably below (under `headroom` x target), both grow additively: slow probing toward
+  bigger, cheaper batches.
+
+The delay never exceeds half the target (waiting longer cannot pay) and the batch size never
+exceeds the model's.
 """
 
 from __future__ import annotations
@@ -15,6 +23,11 @@ from collections.abc import Callable
 from .batcher import BatchingPolicy
 
 __all__ = ["AdaptiveController"]
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 class AdaptiveController:
@@ -38,31 +51,33 @@ class AdaptiveController:
         self._window = window
         self._period_s = period_s
         self._headroom = headroom
-        self._samples: list[float] = []
+        self._totals: list[float] = []
+        self._computes: list[float] = []
         self._now = now
         self._window_start = now()
         self.last_p99_s = 0.0
         self.adjustments = 0
 
-    def observe(self, seconds: float) -> None:
-        """One request's queue + compute time."""
-        samples = self._samples
-        samples.append(seconds)
-        if len(samples) >= self._window or self._now() - self._window_start >= self._period_s:
+    def observe(self, total_s: float, compute_s: float = 0.0) -> None:
+        """One request: its queue + compute time, and the compute time of its batch."""
+        self._totals.append(total_s)
+        self._computes.append(compute_s)
+        if len(self._totals) >= self._window or self._now() - self._window_start >= self._period_s:
             self._adjust()
 
     def _adjust(self) -> None:
-        samples = sorted(self._samples)
-        self._samples = []
+        totals, computes = self._totals, self._computes
+        self._totals, self._computes = [], []
         self._window_start = self._now()
-        if len(samples) < 20:  # too few to say anything about a p99
+        if len(totals) < 20:  # too few to say anything about a p99
             return
-        p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+        p99 = _p99(totals)
         self.last_p99_s = p99
         policy = self.policy
         if p99 > self.target_s:
             policy.max_queue_delay_s = policy.max_queue_delay_s / 2
-            policy.max_batch_size = max(1, int(policy.max_batch_size * 0.7))
+            if _p99(computes) > self.target_s / 2:
+                policy.max_batch_size = max(1, int(policy.max_batch_size * 0.7))
         elif p99 < self.target_s * self._headroom:
             policy.max_queue_delay_s = min(
                 self.delay_ceiling_s, policy.max_queue_delay_s + self._delay_step_s

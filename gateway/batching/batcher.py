@@ -92,7 +92,7 @@ class Batcher:
         *,
         clock: Clock | None = None,
         on_batch: Callable[[int, int], None] | None = None,
-        observe: Callable[[float], None] | None = None,
+        observe: Callable[[float, float], None] | None = None,
         name: str = "",
     ) -> None:
         self._run = run
@@ -100,7 +100,7 @@ class Batcher:
         self.policy = policy
         self._clock = clock or LoopClock()
         self._on_batch = on_batch  # (rows, compute ns) per batch
-        self._observe = observe  # queue + compute seconds per request (the adaptive controller)
+        self._observe = observe  # (queue + compute, compute) seconds per request: the controller
         self._name = name
         self._levels: list[deque[_Item]] = [deque() for _ in range(max(1, policy.priority_levels))]
         self._rows: dict[tuple[Any, ...], int] = {}  # queued rows per shape key
@@ -328,7 +328,7 @@ class Batcher:
                         )
                     )
                     if observe is not None:
-                        observe((queue_ns + compute_ns) * 1e-9)
+                        observe((queue_ns + compute_ns) * 1e-9, compute_ns * 1e-9)
                 offset += it.rows
         finally:
             self._slots.release()

@@ -19,9 +19,9 @@ def make(target_s: float = 0.02, delay_s: float = 0.005) -> tuple[AdaptiveContro
     return AdaptiveController(policy, target_s, window=100, now=clock), policy, clock
 
 
-def feed(controller: AdaptiveController, seconds: float, n: int = 100) -> None:
+def feed(controller: AdaptiveController, seconds: float, n: int = 100, compute: float | None = None) -> None:
     for _ in range(n):
-        controller.observe(seconds)
+        controller.observe(seconds, seconds if compute is None else compute)
 
 
 def test_delay_starts_capped_at_half_the_target() -> None:
@@ -29,12 +29,20 @@ def test_delay_starts_capped_at_half_the_target() -> None:
     assert policy.max_queue_delay_s == 0.002
 
 
-def test_over_the_target_cuts_both_knobs() -> None:
+def test_over_the_target_with_slow_batches_cuts_both_knobs() -> None:
     controller, policy, _ = make()
-    feed(controller, 0.05)  # p99 50 ms over a 20 ms target
+    feed(controller, 0.05)  # p99 50 ms over a 20 ms target, all of it computing
     assert policy.max_batch_size == int(64 * 0.7)
     assert policy.max_queue_delay_s == 0.005 / 2
     assert controller.last_p99_s == 0.05
+
+
+def test_over_the_target_from_queueing_keeps_the_batch_size() -> None:
+    """Time lost queueing behind other batches: smaller batches would only queue more."""
+    controller, policy, _ = make()
+    feed(controller, 0.05, compute=0.004)
+    assert policy.max_batch_size == 64
+    assert policy.max_queue_delay_s == 0.005 / 2
 
 
 def test_well_under_the_target_grows_slowly_up_to_the_ceilings() -> None:
@@ -59,19 +67,19 @@ def test_near_the_target_holds_still() -> None:
 def test_p99_is_the_tail_not_the_mean() -> None:
     controller, policy, _ = make()
     for i in range(100):
-        controller.observe(0.05 if i < 2 else 0.001)  # 2% slow: the p99 is slow
+        controller.observe(0.05 if i < 2 else 0.001, 0.05 if i < 2 else 0.001)  # 2% slow: the p99 is slow
     assert policy.max_batch_size < 64
 
 
 def test_thin_traffic_adjusts_on_time_and_ignores_tiny_samples() -> None:
     controller, policy, clock = make()
     for _ in range(5):
-        controller.observe(0.05)
+        controller.observe(0.05, 0.05)
     clock.t = 2.0
-    controller.observe(0.05)  # a second has passed, but 6 samples say nothing about a p99
+    controller.observe(0.05, 0.05)  # a second has passed, but 6 samples say nothing about a p99
     assert controller.adjustments == 0
     for _ in range(30):
-        controller.observe(0.05)
+        controller.observe(0.05, 0.05)
     clock.t = 4.0
-    controller.observe(0.05)
+    controller.observe(0.05, 0.05)
     assert controller.adjustments == 1 and policy.max_batch_size < 64
