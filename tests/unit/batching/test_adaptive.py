@@ -37,12 +37,13 @@ def test_over_the_target_with_slow_batches_cuts_both_knobs() -> None:
     assert controller.last_p99_s == 0.05
 
 
-def test_over_the_target_from_queueing_keeps_the_batch_size() -> None:
-    """Time lost queueing behind other batches: smaller batches would only queue more."""
+def test_over_the_target_from_queueing_grows_the_batch_size() -> None:
+    """Time lost queueing behind other batches: bigger batches drain the queue faster."""
     controller, policy, _ = make()
-    feed(controller, 0.05, compute=0.004)
-    assert policy.max_batch_size == 64
-    assert policy.max_queue_delay_s == 0.005 / 2
+    feed(controller, 0.05)  # slow batches: cut to 44
+    feed(controller, 0.05, compute=0.004)  # now the time is queueing: grow again
+    assert policy.max_batch_size == 44 + 4
+    assert policy.max_queue_delay_s == 0.005 / 4
 
 
 def test_well_under_the_target_grows_slowly_up_to_the_ceilings() -> None:
@@ -60,8 +61,17 @@ def test_well_under_the_target_grows_slowly_up_to_the_ceilings() -> None:
 
 def test_near_the_target_holds_still() -> None:
     controller, policy, _ = make()
-    feed(controller, 0.017)  # between 70% and 100% of the target
+    feed(controller, 0.017, compute=0.007)  # between 70% and 100% of the target; batches moderate
     assert (policy.max_batch_size, policy.max_queue_delay_s, controller.adjustments) == (64, 0.005, 0)
+
+
+def test_cheap_batches_grow_even_while_queueing_holds_the_p99_near_the_target() -> None:
+    controller, policy, _ = make()
+    feed(controller, 0.05)  # slow batches: cut
+    for _ in range(3):
+        feed(controller, 0.017, compute=0.002)  # the p99 in the hold band, batches cheap
+    assert policy.max_batch_size == 44 + 3 * 4
+    assert policy.max_queue_delay_s == 0.005 / 2  # the delay holds
 
 
 def test_p99_is_the_tail_not_the_mean() -> None:
