@@ -29,6 +29,13 @@ def test_delay_starts_capped_at_half_the_target() -> None:
     assert policy.max_queue_delay_s == 0.002
 
 
+def test_delay_never_grows_past_the_configured_one() -> None:
+    controller, policy, _ = make(target_s=0.1, delay_s=0.001)
+    for _ in range(50):
+        feed(controller, 0.001)
+    assert policy.max_queue_delay_s == 0.001
+
+
 def test_over_the_target_with_slow_batches_cuts_both_knobs() -> None:
     controller, policy, _ = make()
     feed(controller, 0.05)  # p99 50 ms over a 20 ms target, all of it computing
@@ -41,7 +48,7 @@ def test_over_the_target_from_queueing_grows_the_batch_size() -> None:
     """Time lost queueing behind other batches: bigger batches drain the queue faster."""
     controller, policy, _ = make()
     feed(controller, 0.05)  # slow batches: cut to 44
-    feed(controller, 0.05, compute=0.004)  # now the time is queueing: grow again
+    feed(controller, 0.05, compute=0.008)  # now the time is queueing: grow again
     assert policy.max_batch_size == 44 + 4
     assert policy.max_queue_delay_s == 0.005 / 4
 
@@ -52,16 +59,16 @@ def test_well_under_the_target_grows_slowly_up_to_the_ceilings() -> None:
     cut_batch, cut_delay = policy.max_batch_size, policy.max_queue_delay_s
     feed(controller, 0.001)
     assert policy.max_batch_size == cut_batch + 4  # 64 // 16
-    assert cut_delay < policy.max_queue_delay_s <= 0.01
+    assert cut_delay < policy.max_queue_delay_s <= 0.005
     for _ in range(100):
         feed(controller, 0.001)
     assert policy.max_batch_size == 64
-    assert policy.max_queue_delay_s == 0.01  # half the target
+    assert policy.max_queue_delay_s == 0.005  # back to the configured delay, never beyond
 
 
 def test_near_the_target_holds_still() -> None:
     controller, policy, _ = make()
-    feed(controller, 0.017, compute=0.007)  # between 70% and 100% of the target; batches moderate
+    feed(controller, 0.017, compute=0.013)  # between 70% and 100% of the target; batches moderate
     assert (policy.max_batch_size, policy.max_queue_delay_s, controller.adjustments) == (64, 0.005, 0)
 
 
@@ -69,7 +76,7 @@ def test_cheap_batches_grow_even_while_queueing_holds_the_p99_near_the_target() 
     controller, policy, _ = make()
     feed(controller, 0.05)  # slow batches: cut
     for _ in range(3):
-        feed(controller, 0.017, compute=0.002)  # the p99 in the hold band, batches cheap
+        feed(controller, 0.017, compute=0.005)  # the p99 in the hold band, batches cheap
     assert policy.max_batch_size == 44 + 3 * 4
     assert policy.max_queue_delay_s == 0.005 / 2  # the delay holds
 
