@@ -154,7 +154,7 @@ class TritonBackend:
         self._budget = _RetryBudget(options.retry_budget)
         self._datatypes = {s.name: s.datatype for s in signature.inputs}
         self._next = 0
-        self.concurrency = 2 * len(endpoints)  # one batch computing, one on the wire, per endpoint
+        self.concurrency = len(endpoints)  # one batch in flight per endpoint: the rest gather
         self._info = {
             "backend": "triton",
             "endpoints": ",".join(remote.endpoints),
