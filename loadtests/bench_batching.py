@@ -116,10 +116,8 @@ def machine_facts() -> dict[str, Any]:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of the live processes of process group ``pgid`` (and the
-    children they have reaped)."""
-    total = 0
+def proc_stats() -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command name, the /proc/PID/stat fields from the 3rd on) of every live process."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -127,10 +125,16 @@ def group_cpu_s(pgid: int) -> float:
             stat = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rfind(")") + 2 :].split()  # fields from the 3rd (state) on
-        if int(fields[2]) != pgid:  # pgrp is field 5
-            continue
-        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        yield int(entry.name), stat[stat.find("(") + 1 : stat.rfind(")")], stat[stat.rfind(")") + 2 :].split()
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of process group ``pgid`` (and the
+    children they have reaped)."""
+    total = 0
+    for _pid, _comm, fields in proc_stats():
+        if int(fields[2]) == pgid:  # pgrp is field 5
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return total / _TICK
 
 
@@ -321,19 +325,8 @@ def start_server(
 # --------------------------------------------------------------------------------------------
 def our_perf_analyzers() -> list[int]:
     """Pids of the perf_analyzer processes this process started (its direct children)."""
-    me, pids = os.getpid(), []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
-        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
-        if ppid == me and comm == "perf_analyzer":
-            pids.append(int(entry.name))
-    return pids
+    me = os.getpid()
+    return [pid for pid, comm, fields in proc_stats() if int(fields[1]) == me and comm == "perf_analyzer"]
 
 
 @contextmanager
