@@ -3,7 +3,8 @@
     python loadtests/ab_hot_path.py [--concurrency 32] [--calls 8000] [--repeats 2]
 
 Serves the `mlp` of the example repository in five variants, one after the other on a free
-loopback port, each driven by the same grpc.aio load generator (modelgate's stubs, uvloop, 1 x 32 FP32 raw requests, --concurrency in flight):
+loopback port, each driven by the same grpc.aio load generator (modelgate's stubs, uvloop,
+1 x 32 FP32 raw requests, --concurrency in flight):
   bare      loadtests/bare_server.py: precomputed response bytes, the transport's ceiling
   canned    the gateway's server and servicer, but DataPlane.infer returns a prebuilt response
   no-ort    the whole data plane (lookup, decode, validate, encode, counters), backend faked
