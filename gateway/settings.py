@@ -46,8 +46,8 @@ class OnnxRuntimeSettings(_Strict):
     inline_below_us: float = Field(
         250.0,
         ge=0,
-        description="Calls whose moving-average run time is below this run on the "
-        "event loop instead of a thread (a thread hop costs more than a tiny model). 0: never.",
+        description="Calls estimated (from timings at warm-up) to take less than this run on "
+        "the event loop instead of a thread (a thread hop costs more than a tiny model). 0: never.",
     )
     default_max_batch_size: int = Field(
         64,
