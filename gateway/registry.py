@@ -45,7 +45,6 @@ class ModelVersion:
     version: str
     backend: Backend
     metrics: VersionMetrics
-    digest: str
     batcher: Batcher | None = None  # None: every request is its own backend call
 
     @property
@@ -182,8 +181,7 @@ class Registry:
                 try:
                     for version in source.versions:
                         backend = await self._factory(source, version)
-                        digest = backend.info.get("artifact_digest", "")
-                        versions[version] = self._version(source, version, backend, digest)
+                        versions[version] = self._version(source, version, backend)
                 except BaseException:
                     for v in versions.values():
                         await v.close()
@@ -204,9 +202,9 @@ class Registry:
             await self._changed(name)
             return model
 
-    def _version(self, source: ModelSource, version: str, backend: Backend, digest: str) -> ModelVersion:
+    def _version(self, source: ModelSource, version: str, backend: Backend) -> ModelVersion:
         metrics = self._metrics.for_version(source.name, version)
-        served = ModelVersion(source.name, version, backend, metrics, digest)
+        served = ModelVersion(source.name, version, backend, metrics)
         policy, target_ms = self._batching(source, backend) if self._batching else (None, None)
         if policy is not None:
             controller = AdaptiveController(policy, target_ms / 1e3) if target_ms else None

@@ -239,6 +239,11 @@ class Gateway:
             self._metrics_server.server_close()
         self._closed.set()
 
+    @property
+    def closing(self) -> bool:
+        """A drain has begun (SIGTERM or close())."""
+        return self._closing
+
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
@@ -288,7 +293,7 @@ async def _serve(
         done, _ = await asyncio.wait(
             {loading, loop.create_task(gateway.wait_closed())}, return_when=asyncio.FIRST_COMPLETED
         )
-    if loading in done and not gateway._closing:
+    if loading in done and not gateway.closing:
         failed = loading.result()
         models = len(gateway.registry.models)
         print(

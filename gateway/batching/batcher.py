@@ -349,14 +349,3 @@ class Batcher:
             await asyncio.gather(self._scheduler, return_exceptions=True)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
-
-    def abort(self) -> None:
-        """Stop at once: queued requests get UNAVAILABLE."""
-        self._closing = True
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-        error = Unavailable(f"{self._name}: shutting down")
-        for items in self._levels:
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(error)
