@@ -24,6 +24,7 @@ __all__ = [
     "Signature",
     "TensorSpec",
     "datatype_of",
+    "declared_specs",
     "decode_bytes",
     "decode_inputs",
     "encode_bytes",
@@ -116,6 +117,27 @@ class TensorSpec:
 
     def describe(self) -> str:
         return f"{self.datatype} {list(self.shape)}"
+
+
+def declared_specs(config: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The inputs and outputs a model_config (config.pbtxt) declares, as TensorSpecs: the batch
+    dimension (-1) leads when max_batch_size > 0."""
+    from ._proto import model_config_pb2 as mc
+
+    lead = (-1,) if config.max_batch_size > 0 else ()
+
+    def specs(tensors: Any) -> tuple[TensorSpec, ...]:
+        return tuple(
+            TensorSpec(
+                t.name,
+                datatype_from_config(mc.DataType.Name(t.data_type)),
+                lead + tuple(t.dims),
+                getattr(t, "optional", False),
+            )
+            for t in tensors
+        )
+
+    return specs(config.input), specs(config.output)
 
 
 @dataclass(frozen=True)

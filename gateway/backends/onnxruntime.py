@@ -24,7 +24,7 @@ import numpy as np
 
 from .._proto import model_config_pb2 as mc
 from ..errors import InvalidArgument, LoadError
-from ..tensors import DATATYPES, Signature, TensorSpec, datatype_from_config
+from ..tensors import DATATYPES, Signature, TensorSpec, declared_specs
 
 __all__ = ["OnnxRuntimeBackend", "OrtOptions"]
 
@@ -85,47 +85,42 @@ def _signature(session: Any, config: mc.ModelConfig, name: str, options: OrtOpti
     batched_graph = all(dims and dims[0] == -1 for _, dims in (*graph_in.values(), *graph_out.values()))
 
     if config.input or config.output:
-        mbs = config.max_batch_size
-        lead = (-1,) if mbs > 0 else ()
+        declared_in, declared_out = declared_specs(config)
 
         def from_config(
-            kind: str, declared: Any, graph: dict[str, tuple[str, tuple[int, ...]]]
+            kind: str, declared: tuple[TensorSpec, ...], graph: dict[str, tuple[str, tuple[int, ...]]]
         ) -> tuple[TensorSpec, ...]:
-            specs = []
-            for t in declared:
-                if t.name not in graph:
+            for spec in declared:
+                if spec.name not in graph:
                     raise LoadError(
-                        f"model '{name}': config {kind} '{t.name}' is not in the ONNX graph "
+                        f"model '{name}': config {kind} '{spec.name}' is not in the ONNX graph "
                         f"(it has {', '.join(graph)})"
                     )
-                datatype = datatype_from_config(mc.DataType.Name(t.data_type))
-                graph_type, graph_dims = graph[t.name]
-                shape = lead + tuple(t.dims)
-                if datatype != graph_type:
+                graph_type, graph_dims = graph[spec.name]
+                if spec.datatype != graph_type:
                     raise LoadError(
-                        f"model '{name}': config {kind} '{t.name}' is {datatype}, "
+                        f"model '{name}': config {kind} '{spec.name}' is {spec.datatype}, "
                         f"the ONNX graph says {graph_type}"
                     )
-                if len(shape) != len(graph_dims) or any(
-                    g != -1 and c != -1 and g != c for c, g in zip(shape, graph_dims, strict=False)
+                if len(spec.shape) != len(graph_dims) or any(
+                    g != -1 and c != -1 and g != c for c, g in zip(spec.shape, graph_dims, strict=False)
                 ):
                     raise LoadError(
-                        f"model '{name}': config {kind} '{t.name}' has shape {list(shape)}, "
+                        f"model '{name}': config {kind} '{spec.name}' has shape {list(spec.shape)}, "
                         f"the ONNX graph has {list(graph_dims)}"
                     )
-                specs.append(TensorSpec(t.name, datatype, shape, getattr(t, "optional", False)))
-            return tuple(specs)
+            return declared
 
-        inputs = from_config("input", config.input, graph_in)
+        inputs = from_config("input", declared_in, graph_in)
         outputs = (
-            from_config("output", config.output, graph_out)
-            if config.output
+            from_config("output", declared_out, graph_out)
+            if declared_out
             else tuple(TensorSpec(n, t, d) for n, (t, d) in graph_out.items())
         )
         missing = [n for n in graph_in if n not in {s.name for s in inputs}]
         if missing:
             raise LoadError(f"model '{name}': config.pbtxt does not declare ONNX input(s) {missing}")
-        return Signature(inputs, outputs, mbs)
+        return Signature(inputs, outputs, config.max_batch_size)
 
     mbs = config.max_batch_size or (options.default_max_batch_size if batched_graph else 0)
     if mbs and not batched_graph:

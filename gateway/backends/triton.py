@@ -36,7 +36,7 @@ from .._proto import model_config_pb2 as mc
 from ..errors import DeadlineExceeded, Internal, InvalidArgument, LoadError, NotFound, Unavailable
 from ..repository import RemoteVersion
 from ..telemetry.tracing import TRACEPARENT
-from ..tensors import DATATYPES, Signature, TensorSpec, datatype_from_config, decode_bytes, encode_bytes
+from ..tensors import DATATYPES, Signature, TensorSpec, declared_specs, decode_bytes, encode_bytes
 
 __all__ = ["TritonBackend", "TritonOptions"]
 
@@ -111,21 +111,20 @@ def _spec(t: Any) -> TensorSpec:
 
 def _check_against_config(name: str, config: mc.ModelConfig, signature: Signature, where: str) -> None:
     """A config.pbtxt in the gateway's repository states what the model must look like."""
-    lead = (-1,) if config.max_batch_size > 0 else ()
+    declared_in, declared_out = declared_specs(config)
     for kind, declared, actual in (
-        ("input", config.input, signature.input),
-        ("output", config.output, signature.output),
+        ("input", declared_in, signature.input),
+        ("output", declared_out, signature.output),
     ):
-        for t in declared:
-            want = TensorSpec(
-                t.name, datatype_from_config(mc.DataType.Name(t.data_type)), lead + tuple(t.dims)
-            )
-            got = actual(t.name)
+        for want in declared:
+            got = actual(want.name)
             if got is None:
-                raise LoadError(f"model '{name}': config.pbtxt expects {kind} '{t.name}', {where} has none")
+                raise LoadError(
+                    f"model '{name}': config.pbtxt expects {kind} '{want.name}', {where} has none"
+                )
             if (got.datatype, got.shape) != (want.datatype, want.shape):
                 raise LoadError(
-                    f"model '{name}': config.pbtxt expects {kind} '{t.name}' {want.describe()}, "
+                    f"model '{name}': config.pbtxt expects {kind} '{want.name}' {want.describe()}, "
                     f"{where} has {got.describe()}"
                 )
     if config.input and config.max_batch_size != signature.max_batch_size:
