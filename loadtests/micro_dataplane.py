@@ -1,0 +1,78 @@
+"""The gateway's own Python per request, without gRPC: DataPlane.infer called in process.
+
+    python loadtests/micro_dataplane.py [--calls 20000] [--concurrency 64] [--batching on|off]
+
+Loads the example repository's `mlp`, then `--concurrency` coroutines call DataPlane.infer with a
+1 x 32 FP32 raw request until --calls are done. Prints CPU µs per request and rows per backend
+call: the cost of lookup, decode, validation, batching, the model and encoding, with no transport.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import uvloop  # noqa: E402
+
+from gateway._proto import inference_pb2 as pb  # noqa: E402
+from gateway.examples import example_repository  # noqa: E402
+from gateway.server import Gateway  # noqa: E402
+from gateway.settings import load_settings  # noqa: E402
+
+
+async def run(repo: Path, args: argparse.Namespace) -> None:
+    settings = load_settings(
+        overrides={
+            "model_repository": repo,
+            "grpc_port": 0,
+            "metrics_port": -1,
+            "batching": {"mode": args.batching},
+        }
+    )
+    gateway = Gateway(settings)
+    await gateway.registry.load("mlp")
+    request = pb.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 32])
+    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
+    left = args.calls
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await gateway.dataplane.infer(request)
+
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))  # warm-up round
+    served = gateway.registry.get("mlp")
+    executions, rows = served.metrics.execution_count, served.metrics.inference_count
+    left = args.calls
+    began = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    cpu_us = (time.process_time() - began) / args.calls * 1e6
+    per_call = (served.metrics.inference_count - rows) / max(1, served.metrics.execution_count - executions)
+    print(f"batching {args.batching}, {args.concurrency} in flight: {cpu_us:.1f} µs CPU per request, "
+          f"{per_call:.1f} rows per backend call")  # fmt: skip
+    await gateway.registry.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--batching", choices=("on", "off"), default="on")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        uvloop.run(run(example_repository(Path(tmp)), args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
