@@ -6,6 +6,8 @@ Same model (the example `mlp`, 32 -> 256 -> 256 -> 8), same load generator (perf
 1-row unary requests), one run, one server set-up after the other on free loopback ports:
   triton            perf_analyzer straight at Triton (Python backend running the ONNX file
                     with ONNX Runtime, dynamic batching 500 µs, max batch 64)
+  bare proxy->triton  loadtests/bare_proxy.py in front of that Triton: a grpc.aio server that
+                    forwards raw bytes with a grpc.aio client, the floor for any such hop
   gateway->triton   the gateway serving a `backend: triton` version pointing at that Triton
                     (gateway batching on, 500 µs, so one remote call carries many requests)
   gateway->triton (no batching)  the same, every request its own remote call
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
 
 import tritonclient.grpc as grpcclient  # noqa: E402
+from bare_proxy import start_bare_proxy, stop_bare_proxy  # noqa: E402
 from perf_analyzer import run_perf_analyzer  # noqa: E402
 
 from gateway.examples import mlp, write_config, write_version  # noqa: E402
@@ -80,6 +83,13 @@ def main() -> int:
         empty.mkdir()
         with TritonServer(root / "triton", log_path=root / "triton.log") as triton:
             results["triton"] = measure("triton", triton.grpc_url, args, triton.grpc_url)
+            proxy, proxy_url = start_bare_proxy(triton.grpc_url)
+            try:
+                results["bare proxy->triton"] = measure(
+                    "bare proxy->triton", proxy_url, args, triton.grpc_url
+                )
+            finally:
+                stop_bare_proxy(proxy)
             for label, batching in (("gateway->triton", "on"), ("gateway->triton (no batching)", "off")):
                 config = root / f"{batching}.json"
                 version = {"backend": "triton", "endpoints": [triton.grpc_url]}
@@ -116,8 +126,9 @@ def main() -> int:
 
     low, high = min(args.concurrency), max(args.concurrency)
     try:
-        hop = (row("gateway->triton", low)["p50_ms"] - row("triton", low)["p50_ms"]) * 1000
-        print(f"\nhop added to p50 at concurrency {low}: {hop:.0f} µs (target ≤ 300)")
+        for label in ("bare proxy->triton", "gateway->triton", "gateway->triton (no batching)"):
+            hop = (row(label, low)["p50_ms"] - row("triton", low)["p50_ms"]) * 1000
+            print(f"\n{label}: hop added to p50 at concurrency {low}: {hop:.0f} µs (target ≤ 300)")
         ratio = (
             row("gateway->triton", high)["throughput_infer_s"]
             / row("gateway in-proc", high)["throughput_infer_s"]

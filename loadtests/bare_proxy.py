@@ -1,0 +1,108 @@
+"""Bare gRPC proxy: the floor for what any grpc.aio gateway adds in front of a remote server.
+
+    python loadtests/bare_proxy.py --upstream 127.0.0.1:8001 [--port 0]
+
+Every unary call of any service is forwarded to --upstream as raw bytes over one persistent
+grpc.aio channel (uvloop), with the caller's remaining deadline; the answer, or the upstream's
+status, comes back as is. No parsing, no routing, no batching: what is left is the cost of a
+grpc.aio server plus a grpc.aio client call in one Python process. bench_triton.py puts it
+between perf_analyzer and Triton to show how much of the gateway's hop is the transport's.
+
+Prints ``bare_proxy listening on 127.0.0.1:PORT`` once bound; stops on SIGTERM/SIGINT or after
+--max-seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import grpc
+
+HOST = "127.0.0.1"
+LISTEN_RE = re.compile(r"bare_proxy listening on 127\.0\.0\.1:(\d+)")
+
+
+class _Forward(grpc.GenericRpcHandler):
+    """Answers any unary method by calling the same method upstream with the same bytes."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            upstream = self._channel.unary_unary(method)  # no (de)serializers: bytes both ways
+
+            async def forward(request: bytes, context: Any) -> bytes:
+                try:
+                    return await upstream(request, timeout=context.time_remaining())
+                except grpc.aio.AioRpcError as exc:
+                    await context.abort(exc.code(), exc.details() or "")
+                    raise
+
+            handler = self._handlers[method] = grpc.unary_unary_rpc_method_handler(forward)
+        return handler
+
+
+async def serve(upstream: str, port: int, max_seconds: float) -> None:
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    channel = grpc.aio.insecure_channel(upstream, options=options)
+    server = grpc.aio.server(options=[*options, ("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((_Forward(channel),))
+    bound = server.add_insecure_port(f"{HOST}:{port}")
+    await server.start()
+    print(f"bare_proxy listening on {HOST}:{bound}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await asyncio.wait_for(stop.wait(), max_seconds)
+    except TimeoutError:
+        pass
+    await server.stop(1)
+    await channel.close()
+
+
+def start_bare_proxy(upstream: str) -> tuple[subprocess.Popen[str], str]:
+    """Start the proxy in a subprocess; return (process, its url) once it listens."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--upstream", upstream], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    match = LISTEN_RE.search(proc.stdout.readline())
+    if match is None:
+        proc.kill()
+        raise RuntimeError("bare_proxy did not start")
+    return proc, f"{HOST}:{match.group(1)}"
+
+
+def stop_bare_proxy(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--max-seconds", type=float, default=1800.0)
+    args = parser.parse_args()
+    import uvloop
+
+    uvloop.run(serve(args.upstream, args.port, args.max_seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
