@@ -15,8 +15,9 @@ concatenates each input once, runs the backend once, and hands every request a v
 - `close()` serves what is queued, then stops; later submissions get UNAVAILABLE.
 - The queue delay is an upper bound: after a few waits that gathered nobody but the first
   request (one client at a time), batches go at once; every 16th still waits, to notice when
-  the load rises. Timers have about 1 ms granularity on the event loop, so a delay under 1 ms
-  waits about 1 ms.
+  the load rises. A request that would go at once and finds the batcher idle (nobody queued,
+  a batch slot free) runs in its caller's task, without passing through the queue.
+- Timers have about 1 ms granularity on the event loop, so a delay under 1 ms waits about 1 ms.
 No locks: everything runs on the event loop.
 """
 
@@ -113,6 +114,7 @@ class Batcher:
         self._waited = False  # the batch being formed has waited out (part of) the queue delay
         self._futile = 0  # consecutive waits after which the batch still held one request
         self._skipped = 0  # batches sent without waiting since waiting last paid off
+        self._probing = False  # the batch being formed is a probe: it waits out the delay
         self._scheduler: asyncio.Task[None] | None = None
 
     # -- callers -------------------------------------------------------------------------------
@@ -145,6 +147,8 @@ class Batcher:
             deadline = timeout_at if deadline is None else min(deadline, timeout_at)
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded(f"{self._name}: deadline passed before the request was queued")
+        if not self.queued and not self._slots.locked() and not self._should_wait(rows):
+            return await self._run_alone(inputs, rows, deadline)
         key = tuple((name, a.shape[1:], a.dtype) for name, a in inputs.items())
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         item = _Item(inputs, rows, key, future, now, time.perf_counter_ns(), deadline, TRACEPARENT.get())
@@ -164,6 +168,31 @@ class Batcher:
                 self._dequeue(item)
             if item.timer is not None:
                 item.timer.cancel()
+
+    def _should_wait(self, rows: int) -> bool:
+        """For a request that finds the batcher idle: would the scheduler hold it for company?"""
+        if self._target(rows) is not None or self.policy.max_queue_delay_s <= 0:
+            return False
+        return self._worth_waiting()
+
+    async def _run_alone(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None
+    ) -> BatchResult:
+        """Run a request at once in its caller's task: nobody is queued, a batch slot is free and
+        waiting would not pay. Skips the queue, the scheduler and the hand-back of results (at
+        low load, batching then costs nothing in latency)."""
+        await self._slots.acquire()  # free, so this does not suspend
+        try:
+            start = time.perf_counter_ns()
+            outputs = await self._call(inputs, deadline)
+            compute_ns = time.perf_counter_ns() - start
+        finally:
+            self._slots.release()
+        if self._on_batch is not None:
+            self._on_batch(rows, compute_ns)
+        if self._observe is not None:
+            self._observe(compute_ns * 1e-9, compute_ns * 1e-9)
+        return BatchResult(outputs, 0, compute_ns, rows)
 
     def _dequeue(self, item: _Item) -> None:
         item.queued = False
@@ -230,7 +259,7 @@ class Batcher:
                     continue
                 if self._waited:
                     self._futile = self._futile + 1 if len(items) == 1 else 0
-                    self._waited = False
+                    self._waited = self._probing = False
                 task = asyncio.get_running_loop().create_task(self._execute(items))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
@@ -244,11 +273,12 @@ class Batcher:
         """Waiting pays only if others arrive meanwhile. When the last few waits gathered
         nobody (one client at a time, each waiting for its answer), send at once; every
         _PROBE_EVERY-th batch waits anyway, to notice when the load rises."""
-        if self._futile < _FUTILE_LIMIT:
+        if self._futile < _FUTILE_LIMIT or self._probing:
             return True
         self._skipped += 1
         if self._skipped >= _PROBE_EVERY:
             self._skipped = 0
+            self._probing = True
             return True
         return False
 
@@ -304,13 +334,9 @@ class Batcher:
                 deadlines = [it.deadline for it in items]
                 deadline = None if None in deadlines else max(d for d in deadlines if d is not None)
                 TRACEPARENT.set(items[0].trace)
-                outputs = await self._run(inputs, self._outputs, deadline)
+                outputs = await self._call(inputs, deadline)
             except GatewayError as exc:
                 self._fail(items, exc)
-                return
-            except Exception as exc:
-                log.exception("batcher %s: backend call failed", self._name)
-                self._fail(items, Internal(f"{self._name}: backend failed: {type(exc).__name__}"))
                 return
             compute_ns = time.perf_counter_ns() - start
             batch_rows = sum(it.rows for it in items)
@@ -332,6 +358,16 @@ class Batcher:
                 offset += it.rows
         finally:
             self._slots.release()
+
+    async def _call(self, inputs: Mapping[str, np.ndarray], deadline: float | None) -> dict[str, np.ndarray]:
+        """The backend call; anything but a GatewayError becomes INTERNAL (and is logged)."""
+        try:
+            return await self._run(inputs, self._outputs, deadline)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            log.exception("batcher %s: backend call failed", self._name)
+            raise Internal(f"{self._name}: backend failed: {type(exc).__name__}") from None
 
     @staticmethod
     def _fail(items: list[_Item], error: GatewayError) -> None:

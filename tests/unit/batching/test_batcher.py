@@ -307,3 +307,54 @@ async def test_dense_arrivals_still_wait_and_coalesce() -> None:
     await asyncio.gather(*tasks)
     assert [b.shape[0] for b in backend.batches] == [4]
     await batcher.close()
+
+
+async def test_idle_batcher_runs_a_request_that_would_go_at_once_in_its_callers_task() -> None:
+    batcher, backend, clock = await make(BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.001))
+    for i in range(3):  # three futile waits: from now on a lone request goes at once
+        task = submit(batcher, [i])
+        await clock.advance(0.002)
+        await task
+    scheduler_calls = len(backend.batches)
+    result = await batcher.submit(rows([7]), 1)  # no clock advance, no settle: it ran inline
+    assert result.queue_ns == 0 and result.batch_rows == 1
+    np.testing.assert_array_equal(result.outputs["y"], [[14, 14]])
+    assert len(backend.batches) == scheduler_calls + 1 and batcher.queued == 0
+    await batcher.close()
+
+
+async def test_requests_arriving_during_an_inline_run_queue_and_batch_after_it() -> None:
+    backend = FakeBackend()
+    backend.hold = asyncio.Event()
+    batcher, _, _clock = await make(BatchingPolicy(max_batch_size=8, max_queue_delay_s=0), backend)
+    alone = submit(batcher, [1])
+    await settle()
+    later = [submit(batcher, [i]) for i in (2, 3)]
+    await settle()
+    assert batcher.queued == 2 and len(backend.batches) == 1  # the slot is taken: they wait
+    backend.hold.set()
+    results = await asyncio.gather(alone, *later)
+    assert [b[:, 0].tolist() for b in backend.batches] == [[1], [2, 3]]
+    assert [r.outputs["y"][0, 0] for r in results] == [2, 4, 6]
+    await batcher.close()
+
+
+async def test_inline_run_errors_and_cancellation_free_the_slot() -> None:
+    backend = FakeBackend()
+    batcher, _, _clock = await make(BatchingPolicy(max_batch_size=8, max_queue_delay_s=0), backend)
+    backend.fail_with = RuntimeError("boom with a secret")
+    with pytest.raises(Internal) as crashed:
+        await batcher.submit(rows([1]), 1)
+    assert "secret" not in crashed.value.message
+    backend.fail_with = InvalidArgument("bad request")
+    with pytest.raises(InvalidArgument):
+        await batcher.submit(rows([2]), 1)
+    backend.fail_with = None
+    backend.hold = asyncio.Event()
+    gone = submit(batcher, [3])
+    await settle()
+    gone.cancel()  # the caller leaves while its call runs
+    await settle()
+    backend.hold.set()
+    assert (await batcher.submit(rows([4]), 1)).outputs["y"][0, 0] == 8  # the slot came back
+    await batcher.close()
