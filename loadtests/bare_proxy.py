@@ -54,7 +54,8 @@ class _Forward(grpc.GenericRpcHandler):
 
 async def serve(upstream: str, port: int, max_seconds: float) -> None:
     options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
-    channel = grpc.aio.insecure_channel(upstream, options=options)
+    # no transparent retries: the client then keeps no copy of each request for a replay
+    channel = grpc.aio.insecure_channel(upstream, options=[*options, ("grpc.enable_retries", 0)])
     server = grpc.aio.server(options=[*options, ("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((_Forward(channel),))
     bound = server.add_insecure_port(f"{HOST}:{port}")
