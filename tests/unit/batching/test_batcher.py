@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gateway.batching import Batcher, BatchingPolicy, ManualClock
+from gateway.batching.batcher import _PROBE_EVERY
 from gateway.batching.clock import settle
 from gateway.errors import DeadlineExceeded, Internal, InvalidArgument, ResourceExhausted, Unavailable
 
@@ -271,14 +272,15 @@ async def test_no_task_left_behind() -> None:
 async def test_waits_that_gather_nobody_stop_and_probes_continue() -> None:
     batcher, backend, clock = await make(BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.001))
     waited = []
-    for i in range(40):  # one client at a time: nobody ever joins a waiting request
+    for i in range(3 + 2 * _PROBE_EVERY):  # one client at a time: nobody ever joins a waiting request
         task = submit(batcher, [i])
         await clock.advance(0.0)
         waited.append(not task.done())
         await clock.advance(0.002)
         await task
     assert waited[:3] == [True, True, True]  # the first waits are honoured
-    assert waited[3:19].count(True) == 1  # then only a probe every 16th batch waits
+    assert waited[3 : 3 + _PROBE_EVERY].count(True) == 1  # then only a probe now and then waits
+    assert waited[3 + _PROBE_EVERY :].count(True) == 1
     assert all(b.shape[0] == 1 for b in backend.batches)
     await batcher.close()
 
@@ -289,7 +291,7 @@ async def test_waiting_resumes_when_it_pays_again() -> None:
         task = submit(batcher, [i])
         await clock.advance(0.002)
         await task
-    for _ in range(20):  # load rises: two at a time; a probe finds company and waiting resumes
+    for _ in range(_PROBE_EVERY + 4):  # load rises: two at a time; a probe finds company, waiting resumes
         pair = [submit(batcher, [1]), submit(batcher, [2])]
         await clock.advance(0.002)
         await asyncio.gather(*pair)
