@@ -2,12 +2,14 @@
 
     python loadtests/bench_gateway.py [--concurrency 1,8,32,64] [--measurement-ms 3000]
                                       [--repeats 1] [--streaming] [--workers 1]
+                                      [--batching auto[,off,on]]
 
 Starts, one after the other on free loopback ports: (d) the bare grpc.aio server that answers
 ModelInfer with a precomputed response (loadtests/bare_server.py), and the gateway serving the
-example repository's `mlp` (32 -> 256 -> 256 -> 8, 1-row requests). perf_analyzer drives both
-with the same settings; the table gives throughput and latency per concurrency and the ratio
-gateway / bare. Medians over --repeats. Results also go to loadtests/results/bench_gateway.json.
+example repository's `mlp` (32 -> 256 -> 256 -> 8, 1-row requests), once per --batching mode
+(`auto`: as the example's config.pbtxt says, i.e. on with a 500 µs delay). perf_analyzer drives
+them all with the same settings; the table gives throughput and latency per concurrency and the
+ratio to bare. Medians over --repeats. Results also go to loadtests/results/bench_gateway.json.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--streaming", action="store_true")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batching", default="auto", type=lambda s: s.split(","))
     parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results" / "bench_gateway.json")
     args = parser.parse_args()
 
@@ -78,11 +81,15 @@ def main() -> int:
         stop_bare_server(proc)
     with tempfile.TemporaryDirectory() as tmp:
         repo = example_repository(Path(tmp))
-        gateway = GatewayProcess(repo, "--workers", str(args.workers)).wait_ready(lines=args.workers)
-        try:
-            results["gateway"] = measure("gateway", gateway.url, args)
-        finally:
-            gateway.terminate()
+        for batching in args.batching:
+            label = "gateway" if batching == "auto" else f"gateway, batching {batching}"
+            gateway = GatewayProcess(repo, "--workers", str(args.workers), "--batching", batching).wait_ready(
+                lines=args.workers
+            )
+            try:
+                results[label] = measure(label, gateway.url, args)
+            finally:
+                gateway.terminate()
 
     mode = "streaming" if args.streaming else "unary"
     print(f"\nmlp, 1-row {mode} requests, perf_analyzer, medians of {args.repeats} run(s)\n")
