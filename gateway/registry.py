@@ -205,6 +205,7 @@ class Registry:
     def _version(self, source: ModelSource, version: str, backend: Backend) -> ModelVersion:
         metrics = self._metrics.for_version(source.name, version)
         served = ModelVersion(source.name, version, backend, metrics)
+        metrics.upstream = backend.upstream
         policy, target_ms = self._batching(source, backend) if self._batching else (None, None)
         if policy is not None:
             controller = AdaptiveController(policy, target_ms / 1e3) if target_ms else None

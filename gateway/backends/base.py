@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,6 +23,12 @@ class Backend(Protocol):
     @property
     def info(self) -> Mapping[str, str]:
         """Facts worth reporting to clients: providers in use, artifact digest, ..."""
+        ...
+
+    def upstream(self) -> Mapping[str, Any]:
+        """Remote servers' state and counters for /metrics: `retries` and per-endpoint
+        `endpoints` (address, calls by status, ejections, ejected, outstanding). Empty for a
+        backend that calls nobody."""
         ...
 
     async def infer(

@@ -164,6 +164,9 @@ class OnnxRuntimeBackend:
     def info(self) -> Mapping[str, str]:
         return self._info
 
+    def upstream(self) -> Mapping[str, Any]:
+        return {}  # in process: nobody to call
+
     @classmethod
     def load(
         cls, path: Path, config: mc.ModelConfig, options: OrtOptions, digest: str = ""

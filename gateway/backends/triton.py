@@ -58,7 +58,7 @@ class TritonOptions:
 
 
 class _Endpoint:
-    __slots__ = ("address", "channel", "ejected", "failures", "outstanding", "stub")
+    __slots__ = ("address", "calls", "channel", "ejected", "ejections", "failures", "outstanding", "stub")
 
     def __init__(self, address: str, options: TritonOptions) -> None:
         self.address = address
@@ -80,6 +80,11 @@ class _Endpoint:
         self.outstanding = 0
         self.failures = 0
         self.ejected = False
+        self.ejections = 0
+        self.calls: dict[str, int] = {}  # inference calls by gRPC status code
+
+    def count(self, code: str) -> None:
+        self.calls[code] = self.calls.get(code, 0) + 1
 
 
 class _RetryBudget:
@@ -151,6 +156,7 @@ class TritonBackend:
         self._endpoints = endpoints
         self._options = options
         self._budget = _RetryBudget(options.retry_budget)
+        self._retries = 0
         self._datatypes = {s.name: s.datatype for s in signature.inputs}
         self._next = 0
         self.concurrency = len(endpoints)  # one batch in flight per endpoint: the rest gather
@@ -165,6 +171,23 @@ class TritonBackend:
     @property
     def info(self) -> Mapping[str, str]:
         return self._info
+
+    def upstream(self) -> dict[str, Any]:
+        """Retries and each endpoint's state and counters, for /metrics (a reload starts them
+        again, as a restart would)."""
+        return {
+            "retries": self._retries,
+            "endpoints": [
+                {
+                    "endpoint": ep.address,
+                    "calls": dict(ep.calls),
+                    "ejections": ep.ejections,
+                    "ejected": int(ep.ejected),
+                    "outstanding": ep.outstanding,
+                }
+                for ep in self._endpoints
+            ],
+        }
 
     @classmethod
     async def connect(
@@ -230,6 +253,7 @@ class TritonBackend:
         ep.failures += 1
         if not ep.ejected and ep.failures >= self._options.eject_after_failures:
             ep.ejected = True
+            ep.ejections += 1
             log.warning("%s: endpoint %s ejected after %d failures", self._label, ep.address, ep.failures)
 
     def _request(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> pb.ModelInferRequest:
@@ -265,8 +289,12 @@ class TritonBackend:
             ep.outstanding += 1
             try:
                 response = await ep.stub.ModelInfer(request, timeout=timeout, metadata=metadata)
+            except asyncio.CancelledError:
+                ep.count("CANCELLED")
+                raise
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
+                ep.count(code.name)
                 error = _PASS_THROUGH.get(code)
                 if error is not None:
                     raise error(f"{self._label}: Triton says: {exc.details()}") from None
@@ -278,6 +306,7 @@ class TritonBackend:
                 if code == grpc.StatusCode.UNAVAILABLE:
                     tried.append(ep)
                     if not connected and self._budget.spend():
+                        self._retries += 1
                         continue  # never reached a server: safe to send elsewhere
                     raise Unavailable(
                         f"{self._label}: Triton at {ep.address} unavailable: {exc.details()}"
@@ -286,6 +315,7 @@ class TritonBackend:
             finally:
                 ep.outstanding -= 1
             ep.failures = 0
+            ep.count("OK")
             return self._outputs(response)
 
     def _outputs(self, response: pb.ModelInferResponse) -> dict[str, np.ndarray]:

@@ -68,6 +68,7 @@ class VersionMetrics:
     backend_latency: Histogram = field(default_factory=Histogram)
     batching: Any = None  # the version's BatchingPolicy (its knobs move in adaptive mode)
     controller: Any = None  # the AdaptiveController, when there is a p99 target
+    upstream: Any = None  # the backend's upstream(): remote endpoints' state and counters
 
     def executed(self, rows: int, compute_ns: int) -> None:
         """One backend call of `rows` rows took `compute_ns`."""
@@ -109,6 +110,7 @@ class VersionMetrics:
             "executions": self.execution_count,
             "latency": [list(self.latency.counts), self.latency.total],
             "backend_latency": [list(self.backend_latency.counts), self.backend_latency.total],
+            "upstream": dict(self.upstream()) if self.upstream is not None else {},
             "batching": None
             if self.batching is None
             else {
@@ -190,6 +192,7 @@ class SnapshotCollector:
         hists: dict[str, dict[tuple[str, str], list[Any]]] = {"latency": {}, "backend_latency": {}}
         load_failures: dict[str, int] = {}
         batching: dict[tuple[str, str], dict[str, Any]] = {}
+        upstream = _Upstream()
         inflight = 0
         for snap in self._snapshots():
             inflight += snap.get("inflight", 0)
@@ -202,6 +205,7 @@ class SnapshotCollector:
                 rows[key] = rows.get(key, 0) + v["rows"]
                 if v.get("batching"):
                     batching.setdefault(key, v["batching"])
+                upstream.add(key, v.get("upstream") or {})
                 for name, h in hists.items():
                     h[key] = _merge_counts(h.get(key), v[name])
 
@@ -232,6 +236,7 @@ class SnapshotCollector:
                 family.add_metric(version_labels, buckets, total)
             yield family
         yield from _batching_gauges(batching)
+        yield from upstream.families()
         failures = CounterMetricFamily(
             "modelgate_model_load_failures", "Model loads that failed.", labels=("model",)
         )
@@ -265,6 +270,54 @@ def _batching_gauges(batching: dict[tuple[str, str], dict[str, Any]]) -> Iterato
             if values.get(key) is not None:
                 family.add_metric(labels, values[key])
         yield family
+
+
+class _Upstream:
+    """Remote backends' endpoints, summed over workers (a gauge of ejections then counts the
+    workers that have the endpoint ejected)."""
+
+    def __init__(self) -> None:
+        self.retries: dict[tuple[str, str], int] = {}
+        self.calls: dict[tuple[str, str, str, str], int] = {}
+        self.per_endpoint: dict[str, dict[tuple[str, str, str], int]] = {
+            "ejections": {},
+            "ejected": {},
+            "outstanding": {},
+        }
+
+    def add(self, version: tuple[str, str], snapshot: dict[str, Any]) -> None:
+        if not snapshot:
+            return
+        self.retries[version] = self.retries.get(version, 0) + snapshot.get("retries", 0)
+        for ep in snapshot.get("endpoints", ()):
+            where = (*version, ep["endpoint"])
+            for code, n in ep["calls"].items():
+                self.calls[(*where, code)] = self.calls.get((*where, code), 0) + n
+            for name, values in self.per_endpoint.items():
+                values[where] = values.get(where, 0) + ep[name]
+
+    def families(self) -> Iterator[Any]:
+        calls = CounterMetricFamily(
+            "modelgate_upstream_calls", "Calls to remote endpoints, by gRPC status code.",
+            labels=("model", "version", "endpoint", "code"))  # fmt: skip
+        for labels, n in sorted(self.calls.items()):
+            calls.add_metric(labels, n)
+        yield calls
+        retries = CounterMetricFamily(
+            "modelgate_upstream_retries", "Calls sent again to another endpoint (never reached the first).",
+            labels=("model", "version"))  # fmt: skip
+        for version_labels, n in sorted(self.retries.items()):
+            retries.add_metric(version_labels, n)
+        yield retries
+        for name, kind, help_text in (
+            ("ejections", CounterMetricFamily, "Times an endpoint was ejected after consecutive failures."),
+            ("ejected", GaugeMetricFamily, "1 while an endpoint is ejected (summed over workers)."),
+            ("outstanding", GaugeMetricFamily, "Calls in flight to an endpoint."),
+        ):
+            family = kind(f"modelgate_upstream_{name}", help_text, labels=("model", "version", "endpoint"))
+            for endpoint_labels, value in sorted(self.per_endpoint[name].items()):
+                family.add_metric(endpoint_labels, value)
+            yield family
 
 
 def serve_metrics(port: int, host: str, registry: CollectorRegistry) -> tuple[Any, int]:

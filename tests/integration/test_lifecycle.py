@@ -7,7 +7,6 @@ import shutil
 import signal
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from gateway.examples import mlp, slow, write_config, write_version
-from tests.peers.gateway import GatewayProcess
+from tests.peers.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -207,19 +206,6 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
     watcher.join(5)
     assert watch_updates[:1] == [health_pb2.HealthCheckResponse.SERVING]
     assert health_pb2.HealthCheckResponse.NOT_SERVING in watch_updates
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        return str(r.read().decode())
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_prometheus_metrics(gateway: GatewayProcess, client: grpcclient.InferenceServerClient) -> None:

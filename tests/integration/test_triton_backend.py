@@ -20,7 +20,7 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.examples import identity, mlp, write_config
-from tests.peers.gateway import GatewayProcess
+from tests.peers.gateway import GatewayProcess, metric, scrape
 from tests.peers.triton import TritonServer, make_onnx_python_model, triton_available
 
 pytestmark = [
@@ -185,6 +185,21 @@ def test_one_of_two_endpoints_killed(tmp_path: Path, onnx_files: dict[str, Path]
         assert set(failures) <= {"StatusCode.UNAVAILABLE"}
         assert len(failures) <= 4  # at most the calls in flight on the killed server
         assert after[-20:] == ["OK"] * 20  # its traffic moved to the other one
+        # SREs see it in /metrics: b ejected (and still, its probes fail), a serving, nothing stuck
+        text = scrape(proc.metrics_port)
+        where = {"model": "fraud", "version": "1"}
+        assert metric(text, "modelgate_upstream_ejected", **where, endpoint=b.grpc_url) == 1
+        assert metric(text, "modelgate_upstream_ejected", **where, endpoint=a.grpc_url) == 0
+        assert metric(text, "modelgate_upstream_ejections_total", **where, endpoint=b.grpc_url) >= 1
+        calls = "modelgate_upstream_calls_total"
+        a_ok = metric(text, calls, **where, endpoint=a.grpc_url, code="OK")
+        b_ok = metric(text, calls, **where, endpoint=b.grpc_url, code="OK")
+        b_failed = metric(text, calls, **where, endpoint=b.grpc_url, code="UNAVAILABLE")
+        assert b_ok > 0 and a_ok > b_ok  # both served until the kill, then only a
+        # every failed call to b either reached the client or was sent again to a
+        retries = metric(text, "modelgate_upstream_retries_total", **where)
+        assert b_failed == len(failures) + retries
+        assert metric(text, "modelgate_upstream_outstanding", **where) == 0
     finally:
         stop.set()
         assert proc.terminate() == 0

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 __all__ = ["GatewayProcess"]
@@ -93,3 +94,18 @@ class GatewayProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return code
+
+
+def scrape(port: int) -> str:
+    """The Prometheus text a gateway (or its supervisor) serves on `port`."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return str(r.read().decode())
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
