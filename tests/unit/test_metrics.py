@@ -1,0 +1,65 @@
+"""The Prometheus view of several workers' snapshots: counters summed, labels kept apart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from gateway.telemetry.metrics import SnapshotCollector, VersionMetrics
+
+
+def worker_snapshot(ok: int, upstream: dict[str, Any]) -> dict[str, Any]:
+    version = VersionMetrics("fraud", "1")
+    for _ in range(ok):
+        version.succeeded(1, 1_000_000, 0, 0, 0)
+    version.failed("UNAVAILABLE", 1_000)
+    version.upstream = lambda: upstream
+    return {"versions": [version.snapshot()], "load_failures": {}, "inflight": 0}
+
+
+def exposition(*snapshots: dict[str, Any]) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: list(snapshots)))
+    return generate_latest(registry).decode()
+
+
+def endpoint(address: str, calls: dict[str, int], ejected: int = 0, outstanding: int = 0) -> dict[str, Any]:
+    return {
+        "endpoint": address,
+        "calls": calls,
+        "ejections": ejected,
+        "ejected": ejected,
+        "outstanding": outstanding,
+    }
+
+
+def test_workers_counters_and_upstream_endpoints_are_summed() -> None:
+    one = worker_snapshot(
+        3,
+        {
+            "retries": 1,
+            "endpoints": [endpoint("a:1", {"OK": 5}, outstanding=2), endpoint("b:1", {"UNAVAILABLE": 2}, 1)],
+        },
+    )
+    two = worker_snapshot(
+        4, {"retries": 2, "endpoints": [endpoint("a:1", {"OK": 7}), endpoint("b:1", {"OK": 1})]}
+    )
+    text = exposition(one, two)
+    labels = 'model="fraud",version="1"'
+    assert f'modelgate_requests_total{{code="OK",{labels}}} 7.0' in text
+    assert f'modelgate_requests_total{{code="UNAVAILABLE",{labels}}} 2.0' in text
+    assert f'modelgate_upstream_calls_total{{code="OK",endpoint="a:1",{labels}}} 12.0' in text
+    assert f'modelgate_upstream_calls_total{{code="OK",endpoint="b:1",{labels}}} 1.0' in text
+    assert f'modelgate_upstream_calls_total{{code="UNAVAILABLE",endpoint="b:1",{labels}}} 2.0' in text
+    assert f"modelgate_upstream_retries_total{{{labels}}} 3.0" in text
+    assert f'modelgate_upstream_ejected{{endpoint="b:1",{labels}}} 1.0' in text  # one worker ejected it
+    assert f'modelgate_upstream_ejected{{endpoint="a:1",{labels}}} 0.0' in text
+    assert f'modelgate_upstream_ejections_total{{endpoint="b:1",{labels}}} 1.0' in text
+    assert f'modelgate_upstream_outstanding{{endpoint="a:1",{labels}}} 2.0' in text
+
+
+def test_in_process_versions_export_no_upstream_series() -> None:
+    text = exposition(worker_snapshot(1, {}))
+    assert "modelgate_upstream_calls_total{" not in text
+    assert "modelgate_upstream_ejected{" not in text
