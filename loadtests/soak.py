@@ -1,6 +1,7 @@
 """Memory and latency over a long run: is anything growing?
 
     python loadtests/soak.py [--minutes 5] [--concurrency 32] [--streaming] [--workers 1]
+                             [--server gateway|bare]
 
 Serves the example repository (batching on for `mlp`), drives it with perf_analyzer in
 back-to-back windows for --minutes, and samples the resident memory (RSS) of every gateway
@@ -23,6 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
 
+from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
 from perf_analyzer import run_perf_analyzer  # noqa: E402
 
 from gateway.examples import example_repository  # noqa: E402
@@ -58,23 +60,32 @@ def main() -> int:
     parser.add_argument("--window-ms", type=int, default=10_000)
     parser.add_argument("--streaming", action="store_true")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--server", choices=("gateway", "bare"), default="gateway",
+        help="bare: the same windows against loadtests/bare_server.py (is a drift the machine's?)",
+    )  # fmt: skip
     parser.add_argument("--max-growth-mib", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results" / "soak.json")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        repo = example_repository(Path(tmp))
-        gateway = GatewayProcess(repo, "--workers", str(args.workers)).wait_ready(lines=args.workers)
+        if args.server == "bare":
+            bare, port = start_bare_server_subprocess()
+            url, pids, stop = f"127.0.0.1:{port}", lambda: [bare.pid], lambda: stop_bare_server(bare)
+        else:
+            gateway = GatewayProcess(example_repository(Path(tmp)), "--workers", str(args.workers))
+            gateway.wait_ready(lines=args.workers)
+            url, pids = gateway.url, lambda: gateway_pids(gateway.proc.pid)
+            stop = gateway.terminate
         try:
             end = time.monotonic() + args.minutes * 60
             window = 0
             while time.monotonic() < end:
                 [r] = run_perf_analyzer(
-                    gateway.url, "mlp", ["x:32"], [args.concurrency], measurement_ms=args.window_ms,
+                    url, "mlp", ["x:32"], [args.concurrency], measurement_ms=args.window_ms,
                     streaming=args.streaming, label=f"w{window}", max_trials=3,
                 )  # fmt: skip
-                pids = gateway_pids(gateway.proc.pid)
-                rss = {pid: round(rss_mib(pid), 1) for pid in pids}
+                rss = {pid: round(rss_mib(pid), 1) for pid in pids()}
                 rows.append({"window": window, "t_s": round(args.minutes * 60 - (end - time.monotonic())),
                              "infer_s": r["throughput_infer_s"], "p99_ms": r["p99_ms"], "status": r["status"],
                              "rss_mib": rss})  # fmt: skip
@@ -82,7 +93,7 @@ def main() -> int:
                 print(f"window {window}: {speed}, RSS MiB {rss}", flush=True)
                 window += 1
         finally:
-            gateway.terminate()
+            stop()
     print("\n| window | t (s) | infer/s | p99 ms | RSS MiB (per process) |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['window']} | {r['t_s']} | {r['infer_s']} | {r['p99_ms']} | {r['rss_mib']} |")
