@@ -1,10 +1,12 @@
 """The gateway's own Python per request, without gRPC: DataPlane.infer called in process.
 
     python loadtests/micro_dataplane.py [--calls 20000] [--concurrency 64] [--batching on|off]
+                                        [--fake-backend]
 
 Loads the example repository's `mlp`, then `--concurrency` coroutines call DataPlane.infer with a
 1 x 32 FP32 raw request until --calls are done. Prints CPU µs per request and rows per backend
 call: the cost of lookup, decode, validation, batching, the model and encoding, with no transport.
+--fake-backend answers from a prebuilt array instead of ONNX Runtime: the gateway's Python alone.
 """
 
 from __future__ import annotations
@@ -39,6 +41,18 @@ async def run(repo: Path, args: argparse.Namespace) -> None:
     )
     gateway = Gateway(settings)
     await gateway.registry.load("mlp")
+    if args.fake_backend:
+        served = gateway.registry.get("mlp")
+        answer = np.ones((64, 8), np.float32)
+
+        async def fake(
+            inputs: dict[str, np.ndarray], outputs: object, deadline: object = None
+        ) -> dict[str, np.ndarray]:
+            return {"y": answer[: len(inputs["x"])]}
+
+        served.backend.infer = fake  # type: ignore[method-assign]
+        if served.batcher is not None:
+            served.batcher._run = fake
     request = pb.ModelInferRequest(model_name="mlp")
     request.inputs.add(name="x", datatype="FP32", shape=[1, 32])
     request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
@@ -58,8 +72,9 @@ async def run(repo: Path, args: argparse.Namespace) -> None:
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
     cpu_us = (time.process_time() - began) / args.calls * 1e6
     per_call = (served.metrics.inference_count - rows) / max(1, served.metrics.execution_count - executions)
-    print(f"batching {args.batching}, {args.concurrency} in flight: {cpu_us:.1f} µs CPU per request, "
-          f"{per_call:.1f} rows per backend call")  # fmt: skip
+    backend = "faked backend" if args.fake_backend else "ONNX Runtime"
+    print(f"{backend}, batching {args.batching}, {args.concurrency} in flight: "
+          f"{cpu_us:.1f} µs CPU per request, {per_call:.1f} rows per backend call")  # fmt: skip
     await gateway.registry.close()
 
 
@@ -68,6 +83,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batching", choices=("on", "off"), default="on")
+    parser.add_argument("--fake-backend", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         uvloop.run(run(example_repository(Path(tmp)), args))
