@@ -2,14 +2,16 @@
 
     python loadtests/bench_gateway.py [--concurrency 1,8,32,64] [--measurement-ms 3000]
                                       [--repeats 1] [--streaming] [--workers 1]
-                                      [--batching auto[,off,on]]
+                                      [--batching auto[,off,on]] [--settings JSON]
 
 Starts, one after the other on free loopback ports: (d) the bare grpc.aio server that answers
 ModelInfer with a precomputed response (loadtests/bare_server.py), and the gateway serving the
 example repository's `mlp` (32 -> 256 -> 256 -> 8, 1-row requests), once per --batching mode
 (`auto`: as the example's config.pbtxt says, i.e. on with a 500 µs delay). perf_analyzer drives
 them all with the same settings; the table gives throughput and latency per concurrency and the
-ratio to bare. Medians over --repeats. Results also go to loadtests/results/bench_gateway.json.
+ratio to bare. --settings passes gateway settings (a JSON object, written to a --config file),
+e.g. '{"models": {"mlp": {"batching": {"max_queue_delay_us": 8000}}}}'. Medians over --repeats.
+Results also go to loadtests/results/bench_gateway.json.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def main() -> int:
     parser.add_argument("--streaming", action="store_true")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batching", default="auto", type=lambda s: s.split(","))
+    parser.add_argument("--settings", default="{}", type=json.loads)
     parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results" / "bench_gateway.json")
     args = parser.parse_args()
 
@@ -80,7 +83,9 @@ def main() -> int:
     finally:
         stop_bare_server(proc)
     with tempfile.TemporaryDirectory() as tmp:
-        repo = example_repository(Path(tmp))
+        repo = example_repository(Path(tmp) / "models")
+        config = Path(tmp) / "gateway.json"  # JSON is YAML
+        config.write_text(json.dumps(args.settings))
         for batching in args.batching:
             label = "gateway" if batching == "auto" else f"gateway, batching {batching}"
             gateway = GatewayProcess(repo, "--workers", str(args.workers), "--batching", batching).wait_ready(
