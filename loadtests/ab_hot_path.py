@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
 
 from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
+from procfs import thread_cpu_s  # noqa: E402
 
 VARIANT = r"""
 import asyncio, json, signal, sys, time
@@ -154,19 +154,6 @@ async def drive(url: str, concurrency: int, calls: int) -> float:
         return calls / (time.perf_counter() - began)
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each thread of a process, by thread id."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
-        out[tid] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 def rows_per_call(url: str) -> float | None:
     import grpc
 
@@ -185,9 +172,9 @@ def measure(url: str, pid: int, args: argparse.Namespace) -> dict[str, float | N
     """requests/s and the server's CPU µs per request (event-loop thread, other threads)."""
     import uvloop
 
-    before = thread_cpu(pid)
+    before = thread_cpu_s(pid)
     rate = uvloop.run(drive(url, args.concurrency, args.calls))
-    spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in thread_cpu(pid).items()}
+    spent = {tid: cpu - before.get(tid, 0.0) for tid, cpu in thread_cpu_s(pid).items()}
     calls = args.calls + 200  # the warm-up calls count too
     loop_thread = spent.pop(str(pid), 0.0)  # the main thread runs the event loop
     return {

@@ -53,6 +53,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
 
 from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
 from perf_analyzer import FIELDS, run_perf_analyzer  # noqa: E402
+from procfs import group_cpu_s, processes  # noqa: E402
 
 from gateway.examples import mlp  # noqa: E402
 from tests.peers.gateway import GatewayProcess  # noqa: E402
@@ -111,31 +112,6 @@ def machine_facts() -> dict[str, Any]:
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_stats() -> Iterator[tuple[int, str, list[str]]]:
-    """(pid, command name, the /proc/PID/stat fields from the 3rd on) of every live process."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        yield int(entry.name), stat[stat.find("(") + 1 : stat.rfind(")")], stat[stat.rfind(")") + 2 :].split()
-
-
-def group_cpu_s(pgid: int) -> float:
-    """User + system CPU seconds of the live processes of process group ``pgid`` (and the
-    children they have reaped)."""
-    total = 0
-    for _pid, _comm, fields in proc_stats():
-        if int(fields[2]) == pgid:  # pgrp is field 5
-            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    return total / _TICK
 
 
 def infer_stats(url: str, model: str) -> tuple[int, int] | None:
@@ -326,7 +302,7 @@ def start_server(
 def our_perf_analyzers() -> list[int]:
     """Pids of the perf_analyzer processes this process started (its direct children)."""
     me = os.getpid()
-    return [pid for pid, comm, fields in proc_stats() if int(fields[1]) == me and comm == "perf_analyzer"]
+    return [pid for pid, comm, fields in processes() if int(fields[1]) == me and comm == "perf_analyzer"]
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -26,31 +25,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
 
 from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
 from perf_analyzer import run_perf_analyzer  # noqa: E402
+from procfs import children, rss_mib  # noqa: E402
 
 from gateway.examples import example_repository  # noqa: E402
 from tests.peers.gateway import GatewayProcess  # noqa: E402
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def gateway_pids(root: int) -> list[int]:
-    """The gateway process and its children (workers)."""
-    pids = [root]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == root:
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
 
 
 def main() -> int:
@@ -75,7 +53,7 @@ def main() -> int:
         else:
             gateway = GatewayProcess(example_repository(Path(tmp)), "--workers", str(args.workers))
             gateway.wait_ready(lines=args.workers)
-            url, pids = gateway.url, lambda: gateway_pids(gateway.proc.pid)
+            url, pids = gateway.url, lambda: [gateway.proc.pid, *children(gateway.proc.pid)]
             stop = gateway.terminate
         try:
             end = time.monotonic() + args.minutes * 60
