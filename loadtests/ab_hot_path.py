@@ -41,12 +41,13 @@ from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: 
 from procfs import thread_cpu_s  # noqa: E402
 
 VARIANT = r"""
-import asyncio, json, signal, sys, time
+import asyncio, json, sys, time
 from pathlib import Path
 import numpy as np
 from gateway._proto import inference_pb2 as pb
 from gateway.server import Gateway, _loop_factory
 from gateway.settings import load_settings
+from tests.peers.stopping import until_stopped
 
 mode, repo = sys.argv[1], Path(sys.argv[2])
 extra = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
@@ -112,12 +113,7 @@ async def main():
         if served.batcher is not None:
             served.batcher._run = fake
     print(f"port {gateway.port}", flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    try:
-        await asyncio.wait_for(stop.wait(), 300)  # bounded: the parent stops it sooner
-    except TimeoutError:
-        pass
+    await until_stopped(300)  # the parent stops it sooner
     if ort_cpu[1]:
         print(f"ort_us {ort_cpu[0] / ort_cpu[1] / 1e3:.1f}", flush=True)
     await gateway.close(0)

@@ -15,14 +15,16 @@ Prints ``bare_proxy listening on 127.0.0.1:PORT`` once bound; stops on SIGTERM/S
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
-import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.peers.stopping import until_stopped
 
 HOST = "127.0.0.1"
 LISTEN_RE = re.compile(r"bare_proxy listening on 127\.0\.0\.1:(\d+)")
@@ -61,14 +63,7 @@ async def serve(upstream: str, port: int, max_seconds: float) -> None:
     bound = server.add_insecure_port(f"{HOST}:{port}")
     await server.start()
     print(f"bare_proxy listening on {HOST}:{bound}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await asyncio.wait_for(stop.wait(), max_seconds)
-    except TimeoutError:
-        pass
+    await until_stopped(max_seconds)
     await server.stop(1)
     await channel.close()
 

@@ -39,6 +39,9 @@ from typing import Any
 
 import grpc
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.peers.stopping import until_stopped
+
 SERVICE = "inference.GRPCInferenceService"
 HOST = "127.0.0.1"
 MAX_BATCH_SIZE = 64
@@ -328,10 +331,7 @@ async def serve(
         raise SystemExit(f"bare_server: could not bind {HOST}:{port}")
     await server.start()
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     print(f"bare_server listening on {HOST}:{bound}", flush=True)
     print(
         f"bare_server: model={model} x FP32 [-1,{input_dim}] -> y FP32 [-1,{output_dim}], "
@@ -340,15 +340,8 @@ async def serve(
         flush=True,
     )
     try:
-        if max_seconds:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=max_seconds)
-            except TimeoutError:
-                print(
-                    f"bare_server: --max-seconds {max_seconds} reached, stopping", file=sys.stderr, flush=True
-                )
-        else:
-            await stop.wait()
+        if not await until_stopped(max_seconds or None):
+            print(f"bare_server: --max-seconds {max_seconds} reached, stopping", file=sys.stderr, flush=True)
     finally:
         await server.stop(grace=1.0)
         print(service.summary(), file=sys.stderr, flush=True)

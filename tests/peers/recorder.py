@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ import grpc
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from tests.peers.stopping import until_stopped
 
 
 class Recorder(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -61,14 +62,7 @@ async def serve(port: int, log: Path) -> None:
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print(f"recorder listening on 127.0.0.1:{bound}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await asyncio.wait_for(stop.wait(), 600)  # bounded: a forgotten recorder stops itself
-    except TimeoutError:
-        pass
+    await until_stopped(600)
     await server.stop(0)
 
 
