@@ -2,6 +2,7 @@
 
     modelgate serve --model-repository ./models [--config gateway.yaml] [--host 127.0.0.1]
                     [--grpc-port 8001] [--metrics-port 8002] [--workers N] [--grace-s 10]
+                    [--transport auto|native|grpcio]
                     [--model-control-mode explicit|none] [--batching auto|on|off] [--log-level info]
     modelgate example-repository DIR
 
@@ -29,6 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
         "metrics_port": args.metrics_port,
         "workers": args.workers,
         "grace_s": args.grace_s,
+        "transport": args.transport,
         "model_control_mode": args.model_control_mode,
         "log_level": args.log_level,
         "batching": {"mode": args.batching} if args.batching else None,
@@ -70,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="Prometheus /metrics port (default 8002; 0: any free; -1: off)"
     )
     serve.add_argument("--workers", type=int, help="worker processes sharing the gRPC port (default 1)")
+    serve.add_argument(
+        "--transport",
+        choices=("auto", "native", "grpcio"),
+        help="gRPC server: native (pygrpc-native), grpcio (grpc.aio), auto (default: native if installed)",
+    )
     serve.add_argument(
         "--grace-s", type=float, help="seconds in-flight calls get to finish on SIGTERM (default 10)"
     )

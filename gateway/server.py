@@ -15,11 +15,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
@@ -35,7 +35,7 @@ from .registry import READY, Registry
 from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .settings import Settings
 from .telemetry import Metrics, serve_metrics
-from .transport.inference import InferenceServicer
+from .transport import InferenceServicer, new_server, resolve_transport
 
 __all__ = ["Gateway", "run_worker"]
 
@@ -94,8 +94,10 @@ class Gateway:
         metrics_port: int | None = None,
         metrics: Metrics | None = None,
         snapshot_dir: Path | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.settings = settings
+        self._reuse_port = reuse_port
         self.metrics = metrics or Metrics()
         self._grpc_port = settings.grpc_port if grpc_port is None else grpc_port
         self._metrics_port = settings.metrics_port if metrics_port is None else metrics_port
@@ -136,7 +138,8 @@ class Gateway:
         self.health = HealthServicer()
         self.port = 0
         self.metrics_port = -1
-        self._server: grpc.aio.Server | None = None
+        self.transport = ""
+        self._server: Any = None  # grpc.aio.Server, or pygrpc-native's drop-in for it
         self._metrics_server: Any = None
         self._snapshot_dir = snapshot_dir
         self._closed = asyncio.Event()
@@ -145,14 +148,9 @@ class Gateway:
 
     async def start(self) -> None:
         s = self.settings
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", s.max_message_bytes),
-                ("grpc.max_send_message_length", s.max_message_bytes),
-                ("grpc.so_reuseport", 1),
-                ("grpc.keepalive_time_ms", 60_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ]
+        self.transport = resolve_transport(s.transport)
+        server = new_server(
+            self.transport, max_message_bytes=s.max_message_bytes, reuse_port=self._reuse_port
         )
         from ._proto import inference_pb2_grpc
 
@@ -171,16 +169,25 @@ class Gateway:
             pool=POOL,
         )
         address = bind_address(s.host, self._grpc_port)
-        self.port = server.add_insecure_port(address)
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError:  # both transports say a busy port this way
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind gRPC to {address}")
+            raise OSError(f"cannot bind gRPC to {address}: port in use or address not available")
         await self.health.set(OVERALL, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self._server = server
         if self._metrics_port >= 0:
-            self._metrics_server, self.metrics_port = serve_metrics(
-                self._metrics_port, s.host, self.metrics.registry()
-            )
+            try:
+                self._metrics_server, self.metrics_port = serve_metrics(
+                    self._metrics_port, s.host, self.metrics.registry()
+                )
+            except OSError as exc:
+                await server.stop(0)
+                raise OSError(
+                    f"cannot bind metrics to {bind_address(s.host, self._metrics_port)}: {exc}"
+                ) from None
         if self._snapshot_dir is not None:
             self._spawn(self._publish_snapshots(self._snapshot_dir))
 
@@ -264,9 +271,20 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve(
-    settings: Settings, grpc_port: int | None, metrics_port: int | None, label: str, snapshot_dir: Path | None
+    settings: Settings,
+    grpc_port: int | None,
+    metrics_port: int | None,
+    label: str,
+    snapshot_dir: Path | None,
+    reuse_port: bool,
 ) -> int:
-    gateway = Gateway(settings, grpc_port=grpc_port, metrics_port=metrics_port, snapshot_dir=snapshot_dir)
+    gateway = Gateway(
+        settings,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        snapshot_dir=snapshot_dir,
+        reuse_port=reuse_port,
+    )
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -278,9 +296,14 @@ async def _serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except OSError as exc:  # a busy port: one clear line, exit 2
+        print(f"modelgate{label}: {exc}", file=sys.stderr, flush=True)
+        return 2
     print(
         f"modelgate{label}: gRPC listening on {bind_address(settings.host, gateway.port)}"
+        + f" ({gateway.transport} transport)"
         + (
             f", metrics on http://{bind_address(settings.host, gateway.metrics_port)}/metrics"
             if gateway.metrics_port >= 0
@@ -314,7 +337,9 @@ def run_worker(
     metrics_port: int | None = None,
     label: str = "",
     snapshot_dir: Path | None = None,
+    reuse_port: bool = False,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; returns the process exit status."""
+    """Serve until SIGTERM/SIGINT; returns the process exit status. `reuse_port`: this process
+    is one of the supervisor's workers, which share the port."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_serve(settings, grpc_port, metrics_port, label, snapshot_dir))
+        return runner.run(_serve(settings, grpc_port, metrics_port, label, snapshot_dir, reuse_port))

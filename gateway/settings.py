@@ -175,6 +175,11 @@ class Settings(_Strict):
         8002, ge=-1, le=65535, description="Prometheus /metrics HTTP port (0: any free, -1: off)."
     )
     workers: int = Field(1, ge=1, le=64, description="Worker processes sharing the gRPC port.")
+    transport: Literal["auto", "native", "grpcio"] = Field(
+        "auto",
+        description="The gRPC server: native (pygrpc-native, HTTP/2 in Rust outside the GIL), grpcio "
+        "(grpc.aio: TLS-capable, no wheel needed), or auto: native where pygrpc-native is installed.",
+    )
     grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight calls may take to finish.")
     max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest gRPC message received or sent."

@@ -66,6 +66,7 @@ class _Supervisor:
                     metrics_port=-1,
                     label=f"[{index}]",
                     snapshot_dir=self.snapshot_dir,
+                    reuse_port=True,
                 )
             except BaseException:
                 log.exception("worker %d failed", index)

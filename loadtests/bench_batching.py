@@ -5,7 +5,7 @@ in-process, side by side in one run.
 
     python loadtests/bench_batching.py [--concurrency 1,8,32,64,128] [--measurement-ms 2000]
                                        [--models small,wide] [--modes unary,streaming]
-                                       [--servers a,b,c,d] [--skip-triton] [--time-budget-s 1800]
+                                       [--servers a,b,c,d,g] [--skip-triton] [--time-budget-s 1800]
 
 Two models, both `gateway.examples.mlp` (FP32, ReLU, dynamic batch dimension, 1-row requests):
   small  32 -> 256 -> 256 -> 8                 what the serving stack costs (the model is ~20 µs)
@@ -15,6 +15,7 @@ For each model, one after the other, each on free loopback ports (127.0.0.1), pe
 each concurrency against
   (a) the gateway, batching on  (max_batch_size 64, max_queue_delay_us 500)
   (b) the gateway, batching off
+  (g) the gateway, batching on, on the grpcio transport ((a) and (b) run on the native one)
   (c) a real Triton 2.51, Python backend running the same ONNX file with ONNX Runtime (1 intra-op
       thread), dynamic batching (max batch 64, 500 µs delay). If it dies, the crash is recorded,
       it is restarted and the row is retried at half the concurrency (then 1/4, 1/8).
@@ -67,7 +68,9 @@ SERVERS = {
     "b": "gateway batching off (b)",
     "c": "Triton python+ORT (c)",
     "d": "bare grpc.aio (d)",
+    "g": "gateway batching on, grpcio transport (g)",
 }
+GATEWAYS = {"a": ("on", "native"), "b": ("off", "native"), "g": ("on", "grpcio")}  # batching, transport
 MAX_BATCH = 64
 QUEUE_DELAY_US = 500
 ORT_BATCHES = (1, 8, 64, 256)
@@ -253,11 +256,13 @@ def start_server(
 ) -> Iterator[Any]:
     """Start server ``key`` serving model ``name``; yield a Server (Triton: the TritonServer too)."""
     in_dim, out_dim = dims[0], dims[-1]
-    if key in ("a", "b"):
+    if key in GATEWAYS:
+        mode, transport = GATEWAYS[key]
         repo = gateway_repo(tmp / key, name, onnx_file, in_dim, out_dim)
-        cfg = gateway_yaml(tmp / key, name, key == "a", args.gateway_intra_op_threads)
-        mode = "on" if key == "a" else "off"
-        gw = GatewayProcess(repo, "--config", str(cfg), "--batching", mode, "--log-level", "warning")
+        cfg = gateway_yaml(tmp / key, name, mode == "on", args.gateway_intra_op_threads)
+        gw = GatewayProcess(
+            repo, "--config", str(cfg), "--batching", mode, "--transport", transport, "--log-level", "warning"
+        )
         try:
             gw.wait_ready(timeout=120)
             yield Server(gw.url, gw.proc.pid, lambda: gw.proc.poll() is None), None
@@ -543,6 +548,16 @@ def target_ratios(bench: Bench, concs: list[int]) -> tuple[list[str], dict[str, 
         f"small, unary, c={c}: gateway (a) / bare (d) throughput{at}",
         ratio(find(rows, "small", "unary", "a", c), find(rows, "small", "unary", "d", c)),
     )
+    for key, what in (
+        ("a", "native, batching on"),
+        ("b", "native, batching off"),
+        ("g", "grpcio, batching on"),
+    ):
+        put(
+            f"small_unary_{key}_over_triton",
+            f"small, unary, c={c}: gateway ({what}) / Triton (c) throughput{at}",
+            ratio(find(rows, "small", "unary", key, c), find(rows, "small", "unary", "c", c)),
+        )
     sa, tc = find(rows, "small", "streaming", "a", c), find(rows, "small", "unary", "c", c)
     put(
         "small_stream_a_over_triton_unary_throughput",
@@ -676,7 +691,9 @@ def main() -> int:
     ap.add_argument(
         "--modes", type=_list(("unary", "streaming")), default=["unary", "streaming"], help="unary,streaming"
     )
-    ap.add_argument("--servers", type=_list(tuple(SERVERS)), default=list(SERVERS), help="subset of a,b,c,d")
+    ap.add_argument(
+        "--servers", type=_list(tuple(SERVERS)), default=list(SERVERS), help="subset of a,b,c,d,g"
+    )
     ap.add_argument(
         "--streaming-servers",
         type=_list(tuple(SERVERS)),

@@ -12,6 +12,7 @@ from ..dataplane import DataPlane
 from ..errors import GatewayError
 from ..telemetry.tracing import TRACEPARENT
 from ._errors import handled, internal_message
+from ._server import deadline_of
 
 __all__ = ["InferenceServicer"]
 
@@ -77,8 +78,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @handled
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Ctx) -> pb.ModelInferResponse:
-        remaining = context.time_remaining()
-        deadline = None if remaining is None else asyncio.get_running_loop().time() + remaining
+        deadline = deadline_of(context)
         if self._dp.forwards_trace:
             TRACEPARENT.set(_traceparent(context))
         return await self._dp.infer(request, deadline)

@@ -1,8 +1,13 @@
 """Integration fixtures: the real gateway in a subprocess on a free loopback port, a model
-repository generated with the `onnx` helpers, and real clients (tritonclient)."""
+repository generated with the `onnx` helpers, and real clients (tritonclient).
+
+Every integration test runs once per transport (native, grpcio), as uvicorn tests both of its
+HTTP implementations: the `transport` fixture sets GATEWAY_TRANSPORT, which every gateway a test
+starts inherits. `pytest -k native` or `-k grpcio` picks one."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,14 +61,29 @@ def build_repository(root: Path) -> Path:
     return root
 
 
+TRANSPORTS = ("native", "grpcio")
+
+
+@pytest.fixture(scope="session", params=TRANSPORTS, autouse=True)
+def transport(request: pytest.FixtureRequest) -> Iterator[str]:
+    previous = os.environ.get("GATEWAY_TRANSPORT")
+    os.environ["GATEWAY_TRANSPORT"] = request.param
+    yield str(request.param)
+    if previous is None:
+        os.environ.pop("GATEWAY_TRANSPORT", None)
+    else:
+        os.environ["GATEWAY_TRANSPORT"] = previous
+
+
 @pytest.fixture(scope="session")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_repository(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
-def gateway(repo: Path) -> Iterator[GatewayProcess]:
+def gateway(repo: Path, transport: str) -> Iterator[GatewayProcess]:
     proc = GatewayProcess(repo).wait_ready()
+    assert f"({transport} transport)" in proc.log(), proc.log()
     yield proc
     code = proc.terminate()
     assert code == 0, proc.log()

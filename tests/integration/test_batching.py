@@ -17,7 +17,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from gateway.examples import mlp, slow, write_config, write_version
-from tests.peers.gateway import GatewayProcess
+from tests.peers.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,7 +112,12 @@ def test_deadline_in_queue_is_deadline_exceeded_and_never_runs(tmp_path: Path) -
 
         async def scenario() -> tuple[list[Any], list[Any]]:
             patient = asyncio.ensure_future(fire(proc.url, "slow", 2, 256))  # ~0.4 s of work queued
-            await asyncio.sleep(0.05)
+            # the hasty ones must queue behind both patient ones: wait until the gateway holds them
+            while True:
+                text = await asyncio.to_thread(scrape, proc.metrics_port)
+                if metric(text, "modelgate_inflight_requests") >= 2:
+                    break
+                await asyncio.sleep(0.005)
             hasty = await fire(proc.url, "slow", 3, 256, client_timeout=0.1)
             return await patient, hasty
 

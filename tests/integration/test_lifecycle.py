@@ -242,6 +242,18 @@ def test_two_workers_share_one_port(repo: Path) -> None:
     assert proc.log().count(": stopped") == 3  # both workers and the supervisor
 
 
+def test_a_second_gateway_on_a_busy_port_refuses_to_start(gateway: GatewayProcess, repo: Path) -> None:
+    """Only the supervisor's own workers share a port: a second gateway must not take half the
+    connections. It says so in one line and exits 2, with no traceback."""
+    for busy in (["--grpc-port", str(gateway.port)], ["--metrics-port", str(gateway.metrics_port)]):
+        second = GatewayProcess(repo, *busy)  # the later flag wins over the helper's port 0
+        assert second.proc.wait(60) == 2, second.log()
+        second.terminate()
+        assert "cannot bind" in second.log() and "Traceback" not in second.log(), second.log()
+    with grpcclient.InferenceServerClient(gateway.url) as c:  # the first one is untouched
+        assert infer_mlp(c, "1") == "1"
+
+
 def test_concurrency_cap_refuses_the_excess_and_leaks_nothing(tmp_path: Path) -> None:
     repo = slow_repo(tmp_path / "models", 10_000)  # ~0.1 s a call, one at a time
     (tmp_path / "cap.yaml").write_text("max_inflight_requests: 2\n")

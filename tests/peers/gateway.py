@@ -106,6 +106,6 @@ def metric(text: str, name: str, **labels: str) -> float:
     """The sum of the samples of `name` whose labels include `labels`."""
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
