@@ -40,6 +40,11 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"modelgate: {exc}", file=sys.stderr)
         return 2
+    from .routing import unknown_versions
+
+    if problems := unknown_versions(settings):
+        print(f"modelgate: invalid configuration: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from . import __version__
 from ._proto import inference_pb2 as pb
 from ._proto import model_config_pb2 as mc
-from .errors import FailedPrecondition, GatewayError, InvalidArgument, NotFound, ResourceExhausted
+from .errors import (
+    FailedPrecondition,
+    GatewayError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from .registry import READY, Model, ModelVersion, Registry
+from .routing import Route, TrafficPolicy
+from .shadow import Mirror
 from .telemetry import Metrics
 from .tensors import decode_inputs, encode_outputs, requested_outputs
 
@@ -35,6 +44,7 @@ class DataPlane:
         self._max_inflight = max_inflight or 1 << 62
         self.accepting = False  # set by the server once every model is loaded, cleared on drain
         self.forwards_trace = bool(registry.repository.remote)  # remote backends want traceparent
+        self.mirror = Mirror(metrics)
 
     # -- server ------------------------------------------------------------------------------
 
@@ -48,23 +58,39 @@ class DataPlane:
     # -- inference ---------------------------------------------------------------------------
 
     async def infer(
-        self, request: pb.ModelInferRequest, deadline: float | None = None
+        self,
+        request: pb.ModelInferRequest,
+        deadline: float | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> pb.ModelInferResponse:
         """Serve one request. `deadline` is on the event loop's clock (None: no deadline); the
-        request's parameters may add `priority` (1 = highest) and `timeout` (µs in the queue)."""
+        request's parameters may add `priority` (1 = highest) and `timeout` (µs in the queue).
+        `metadata` holds the call's sticky keys (`sticky_keys`), when it carries any."""
         start = time.perf_counter_ns()
-        served = self.registry.get(request.model_name, request.model_version)
+        model = self.registry.resolve(request.model_name)
+        router = model.router
+        if request.model_version:
+            served, route = model.pinned(request.model_version), Route.PINNED
+        else:
+            chosen = router.choose(_sticky_key(router.policy, request, metadata) if router.sticky else None)
+            if chosen is None:
+                raise Unavailable(f"model '{model.name}': no version that takes traffic is ready")
+            served, route = chosen
         stats = served.metrics
+        stats.routes[route] = stats.routes.get(route, 0) + 1
         metrics = self._metrics
         if metrics.inflight >= self._max_inflight:
             stats.failed("RESOURCE_EXHAUSTED", 0)
             raise ResourceExhausted(f"{metrics.inflight} requests in flight: the gateway's cap")
         metrics.inflight += 1
+        mirrored = None
         try:
             signature = served.signature
             arrays = decode_inputs(request, signature)
             names = requested_outputs(request, signature)
             rows = next(iter(arrays.values())).shape[0] if signature.max_batch_size and arrays else 1
+            if router.shadows:
+                mirrored = self.mirror.send(model, served, arrays, rows, names)
             decoded = time.perf_counter_ns()
             batcher = served.batcher
             if batcher is None:
@@ -84,10 +110,15 @@ class DataPlane:
                     else {n: result.outputs[n] for n in names}
                 )
                 queue_ns, infer_ns = result.queue_ns, result.compute_ns
+            if mirrored is not None:
+                mirrored.set_result(outputs)
             response = pb.ModelInferResponse(
                 model_name=served.model, model_version=served.version, id=request.id
             )
             encode_outputs(response, outputs, signature)
+            params = response.parameters
+            params["route"].string_param = route
+            params["policy_revision"].int64_param = router.revision
         except GatewayError as exc:
             stats.failed(exc.code, time.perf_counter_ns() - start)
             raise
@@ -99,9 +130,21 @@ class DataPlane:
             raise
         finally:
             metrics.inflight -= 1
+            if mirrored is not None and not mirrored.done():
+                mirrored.set_result(None)  # the primary failed: nothing to compare
         end = time.perf_counter_ns()
         stats.succeeded(rows, end - start, decoded - start, infer_ns, end - inferred, queue_ns)
         return response
+
+    @property
+    def sticky_keys(self) -> frozenset[str]:
+        """The metadata keys any model routes by (the transport passes only these)."""
+        return self.registry.sticky_keys
+
+    async def close(self) -> None:
+        """Stop shadowing (copies in flight are cancelled: nobody waits for them)."""
+        self.mirror.close()
+        await self.mirror.wait_closed()
 
     # -- models ------------------------------------------------------------------------------
 
@@ -165,6 +208,9 @@ class DataPlane:
             if model.state == READY:
                 for v in sorted(model.versions, key=int):
                     response.models.add(name=name, version=v, state=READY)
+                if not ready_only:  # versions that failed beside ones that serve (a broken canary)
+                    for v, reason in sorted(model.failed.items(), key=lambda i: int(i[0])):
+                        response.models.add(name=name, version=v, state="UNAVAILABLE", reason=reason)
             elif not ready_only:
                 state = "UNAVAILABLE" if model.state == "FAILED" else model.state
                 response.models.add(name=name, state=state, reason=model.reason)
@@ -198,6 +244,20 @@ def _scheduling(request: pb.ModelInferRequest, deadline: float | None) -> tuple[
             at = asyncio.get_running_loop().time() + micros / 1e6
             deadline = at if deadline is None else min(deadline, at)
     return priority, deadline
+
+
+def _sticky_key(
+    policy: TrafficPolicy, request: pb.ModelInferRequest, metadata: Mapping[str, str] | None
+) -> str | None:
+    """The request's sticky key: a metadata value or a request parameter (any scalar type)."""
+    if policy.sticky_metadata is not None:
+        return metadata.get(policy.sticky_metadata) if metadata else None
+    name = policy.sticky_parameter
+    if name is None or not request.parameters or name not in request.parameters:
+        return None
+    param = request.parameters[name]
+    which = param.WhichOneof("parameter_choice")
+    return None if which is None else str(getattr(param, which))
 
 
 def _int_param(param: pb.InferParameter, name: str) -> int:

@@ -10,6 +10,7 @@ could have finished.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,8 +20,9 @@ from types import MappingProxyType
 from ._proto import model_config_pb2 as mc
 from .backends import Backend
 from .batching import AdaptiveController, Batcher, BatchingPolicy
-from .errors import GatewayError, NotFound, Unavailable
+from .errors import GatewayError, LoadError, NotFound, Unavailable
 from .repository import ModelSource, Repository
+from .routing import NO_POLICY, Router, TrafficPolicy
 from .telemetry import Metrics, VersionMetrics
 from .tensors import DATATYPES, Signature
 
@@ -63,8 +65,23 @@ class Model:
     name: str
     state: str
     config: mc.ModelConfig = field(default_factory=mc.ModelConfig)
-    versions: Mapping[str, ModelVersion] = field(default_factory=dict)
+    versions: Mapping[str, ModelVersion] = field(default_factory=dict)  # the loaded (ready) ones
     reason: str = ""
+    failed: Mapping[str, str] = field(default_factory=dict)  # version -> why its load failed
+    router: Router[ModelVersion] = field(default_factory=lambda: Router(NO_POLICY, {}))
+
+    def pinned(self, version: str) -> ModelVersion:
+        """The version a request names: NOT_FOUND when the model never declared it, UNAVAILABLE
+        when it is declared but not loaded."""
+        found = self.versions.get(version)
+        if found is not None:
+            return found
+        if version in self.failed:
+            raise Unavailable(f"model '{self.name}' version '{version}' is not ready: {self.failed[version]}")
+        raise NotFound(
+            f"model '{self.name}' has no version '{version}' "
+            f"(serving: {', '.join(sorted(self.versions, key=int))})"
+        )
 
     @functools.cached_property
     def latest(self) -> ModelVersion | None:
@@ -113,11 +130,24 @@ class Registry:
         self._batching = batching
         self._models: Mapping[str, Model] = MappingProxyType({})
         self._locks: dict[str, asyncio.Lock] = {}
-        self._retiring: dict[Model, asyncio.Task[None]] = {}
+        self._retiring: dict[asyncio.Task[None], list[ModelVersion]] = {}
+        self._policies: Mapping[str, TrafficPolicy] = {}
+        self.revision = 0  # rises with each applied traffic policy
+        self.sticky_keys: frozenset[str] = frozenset()  # metadata keys some model routes by
 
     # -- the hot path -------------------------------------------------------------------------
 
     def get(self, name: str, version: str = "") -> ModelVersion:
+        """A loaded version: the one named, or the newest (metadata RPCs; inference routes)."""
+        model = self.resolve(name)
+        if not version:
+            latest = model.latest
+            assert latest is not None  # a READY model has versions
+            return latest
+        return model.pinned(version)
+
+    def resolve(self, name: str) -> Model:
+        """A ready model (its router decides the version), else NOT_FOUND or UNAVAILABLE."""
         model = self._models.get(name)
         if model is None:
             raise NotFound(f"unknown model '{name}'")
@@ -126,17 +156,7 @@ class Registry:
                 f"model '{name}' is not ready ({model.state.lower()}"
                 + (f": {model.reason})" if model.reason else ")")
             )
-        if not version:
-            latest = model.latest
-            assert latest is not None  # a READY model has versions
-            return latest
-        found = model.versions.get(version)
-        if found is None:
-            raise NotFound(
-                f"model '{name}' has no version '{version}' "
-                f"(serving: {', '.join(sorted(model.versions, key=int))})"
-            )
-        return found
+        return model
 
     # -- views --------------------------------------------------------------------------------
 
@@ -151,7 +171,8 @@ class Registry:
         return model
 
     def all_ready(self) -> bool:
-        """No model is loading or failed (unloaded ones do not count)."""
+        """No model is loading or failed (unloaded ones do not count; nor does a version that
+        failed beside others that serve, such as a broken canary: it gets no traffic)."""
         return all(m.state in (READY, UNAVAILABLE) for m in self._models.values())
 
     # -- changes ------------------------------------------------------------------------------
@@ -159,47 +180,116 @@ class Registry:
     def _publish(self, model: Model) -> None:
         table = dict(self._models)
         table[model.name] = model
+        self._swap(table)
+
+    def _swap(self, table: dict[str, Model]) -> None:
+        """One atomic replacement of the table; the traffic gauges follow it."""
         self._models = MappingProxyType(table)
+        self._metrics.policy_revision = self.revision
+        self._metrics.weights = [
+            (name, version, share)
+            for name, model in sorted(table.items())
+            if model.state == READY and model.router.split
+            for version, share in model.router.weights().items()
+        ]
 
     async def _changed(self, name: str) -> None:
         if self._on_change is not None:
             await self._on_change(name)
 
+    def set_policies(self, policies: Mapping[str, TrafficPolicy]) -> int:
+        """Take a new traffic policy for every model; models already loaded get new routers at
+        once (one publish). Versions a policy names that are not loaded yet need `load(name)`.
+        Returns the new revision."""
+        self._policies = dict(policies)
+        self.sticky_keys = frozenset(p.sticky_metadata for p in policies.values() if p.sticky_metadata)
+        self.revision += 1
+        self._swap({name: self._with_router(model) for name, model in self._models.items()})
+        return self.revision
+
+    def policy(self, name: str) -> TrafficPolicy:
+        return self._policies.get(name, NO_POLICY)
+
+    def _with_router(self, model: Model) -> Model:
+        if model.state != READY:
+            return model
+        latest = model.latest
+        router = Router(
+            self.policy(model.name),
+            model.versions,
+            declared=(*model.versions, *model.failed),
+            default=latest.version if latest else None,
+            revision=self.revision,
+        )
+        return dataclasses.replace(model, router=router)
+
     async def load(self, name: str) -> Model:
-        """Load (or reload) one model from the repository. On failure the model's previous
-        versions keep serving and the error is raised. A name that is not in the repository is
-        NOT_FOUND and leaves no trace."""
+        """Load (or reload) one model from the repository: every version its version policy
+        and its traffic policy name, each on its own. A version that fails leaves its previous
+        instance serving, if it had one; the others are swapped in, and the error is raised
+        after they are. A model none of whose versions load is FAILED (or, on a reload, keeps
+        serving as it was). A name that is not in the repository is NOT_FOUND and leaves no
+        trace."""
         self.repository.check_name(name)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             previous = self._models.get(name)
             if previous is None:
                 self._publish(Model(name, LOADING))
+            old = previous.versions if previous is not None and previous.state == READY else {}
+            versions: dict[str, ModelVersion] = {}
+            errors: dict[str, GatewayError] = {}  # by version; "" for the model itself
             try:
-                source = self.repository.read(name)
-                versions: dict[str, ModelVersion] = {}
-                try:
-                    for version in source.versions:
+                source = self.repository.read(name, also=self.policy(name).versions, tolerant=True)
+                errors.update(source.failed)
+                for version in source.versions:
+                    try:
                         backend = await self._factory(source, version)
-                        versions[version] = self._version(source, version, backend)
-                except BaseException:
-                    for v in versions.values():
-                        await v.close()
-                    raise
+                    except GatewayError as exc:
+                        errors[version] = exc
+                        continue
+                    versions[version] = self._version(source, version, backend)
             except GatewayError as exc:
-                self._metrics.load_failed(name)
-                log.error("loading model '%s' failed: %s", name, exc.message)
-                if previous is None or previous.state != READY:
-                    self._publish(Model(name, FAILED, reason=exc.message))
-                    await self._changed(name)
+                errors[""] = exc
+            except BaseException:
+                for v in versions.values():
+                    await v.close()
                 raise
+            if errors:
+                self._metrics.load_failed(name)
+                for version, error in errors.items():
+                    where = f" version {version}" if version else ""
+                    log.error("loading model '%s'%s failed: %s", name, where, error.message)
+            if "" in errors or not versions:
+                for v in versions.values():
+                    await v.close()
+                first = errors.get("") or next(iter(errors.values()), None)
+                error = first or LoadError(f"model '{name}' has no version to load")
+                if previous is None or previous.state != READY:
+                    self._publish(Model(name, FAILED, reason=error.message))
+                    await self._changed(name)
+                raise error
+            carried = {v: old[v] for v in errors if v in old}  # a failed reload keeps the old one
+            versions.update(carried)
             latest = max(versions.values(), key=lambda v: int(v.version))
-            model = Model(name, READY, effective_config(source, latest), MappingProxyType(versions))
+            model = self._with_router(
+                Model(
+                    name,
+                    READY,
+                    effective_config(source, latest),
+                    MappingProxyType(dict(sorted(versions.items(), key=lambda i: int(i[0])))),
+                    failed=MappingProxyType({v: e.message for v, e in errors.items() if v not in carried}),
+                )
+            )
             self._publish(model)
-            log.info("model '%s' ready: versions %s", name, ", ".join(versions))
-            if previous is not None:
-                self._retire(previous)
+            log.info("model '%s' ready: versions %s", name, ", ".join(model.versions))
+            self._retire([v for k, v in old.items() if versions.get(k) is not v])
             await self._changed(name)
+            if errors:
+                first = next(iter(errors.values()))
+                if len(errors) == 1:
+                    raise first
+                raise type(first)("; ".join(f"version {v}: {e.message}" for v, e in errors.items()))
             return model
 
     def _version(self, source: ModelSource, version: str, backend: Backend) -> ModelVersion:
@@ -227,7 +317,7 @@ class Registry:
         async with self._locks[name]:
             previous = self.model(name)
             self._publish(Model(name, UNAVAILABLE, previous.config, reason="unloaded"))
-            self._retire(previous)
+            self._retire(list(previous.versions.values()))
             await self._changed(name)
 
     async def load_repository(self) -> list[str]:
@@ -240,28 +330,30 @@ class Registry:
                 failed.append(name)
         return failed
 
-    def _retire(self, model: Model) -> None:
-        if not model.versions:
+    def _retire(self, versions: list[ModelVersion]) -> None:
+        """Close versions that left the table once calls already running on them could finish."""
+        if not versions:
             return
 
         async def close_later() -> None:
             await asyncio.sleep(self._drain_s)
-            await _close_versions(model)
-            self._retiring.pop(model, None)
+            await _close_versions(versions)
 
-        self._retiring[model] = asyncio.create_task(close_later())
+        task = asyncio.create_task(close_later())
+        self._retiring[task] = versions
+        task.add_done_callback(lambda t: self._retiring.pop(t, None))
 
     async def close(self) -> None:
         """Close every backend now (the server has drained its calls)."""
-        retiring, self._retiring = self._retiring, {}
-        for task in retiring.values():
+        retiring, self._retiring = dict(self._retiring), {}
+        for task in retiring:
             task.cancel()
-        await asyncio.gather(*retiring.values(), return_exceptions=True)
+        await asyncio.gather(*retiring, return_exceptions=True)
         models, self._models = self._models, MappingProxyType({})
-        for model in (*retiring, *models.values()):
-            await _close_versions(model)
+        for versions in (*retiring.values(), *(list(m.versions.values()) for m in models.values())):
+            await _close_versions(versions)
 
 
-async def _close_versions(model: Model) -> None:
-    for version in model.versions.values():
+async def _close_versions(versions: list[ModelVersion]) -> None:
+    for version in versions:
         await version.close()

@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class ModelSource:
     config: mc.ModelConfig
     has_config: bool
     versions: dict[str, Path | RemoteVersion]  # newest first
+    failed: dict[str, LoadError] = field(default_factory=dict)  # files refused (read(..., tolerant=True))
 
 
 def file_digest(path: Path) -> str:
@@ -102,12 +103,24 @@ class Repository:
             raise LoadError(f"{what} {path} resolves to {real}, outside the model repository")
         return real
 
-    def read(self, name: str) -> ModelSource:
-        """Parse one model's config and pick its versions. Raises NotFound for an unknown model
-        and LoadError for anything malformed."""
+    def version_names(self, name: str) -> set[str]:
+        """Every version the repository and the config hold for a model, whatever its version
+        policy selects (empty for an unknown model)."""
+        found = set(self.remote.get(name, {}))
+        if valid_model_name(name) and (self.root / name).is_dir():
+            with os.scandir(self.root / name) as entries:
+                found |= {e.name for e in entries if _is_version(e.name) and e.is_dir()}
+        return found
+
+    def read(self, name: str, also: Iterable[str] = (), tolerant: bool = False) -> ModelSource:
+        """Parse one model's config and pick its versions: those its version policy selects, and
+        `also` (the versions its traffic policy names). Raises NotFound for an unknown model and
+        LoadError for anything malformed or missing; with `tolerant`, a version whose file is
+        refused is left out and named in `failed` instead (the others still load)."""
         self.check_name(name)
         remote = self.remote.get(name, {})
         if not (self.root / name).is_dir():
+            _check_named(name, [v for v in also if v not in remote])
             config = mc.ModelConfig(name=name, platform="remote", backend="triton")
             return ModelSource(name, config, False, _newest_first(remote))
         model_dir = self._inside(self.root / name, f"model '{name}'")
@@ -148,10 +161,26 @@ class Repository:
             if path.is_file():
                 available[int(version)] = self._inside(path, f"model '{name}' version {version}")
         files = self._apply_policy(name, config.version_policy, available) if available or not remote else {}
-        for file in files.values():
-            check_external_data(file, file.parent)
+        missing = []
+        for version in also:
+            if version in remote or version in files:
+                continue
+            if int(version) in available:
+                files[version] = available[int(version)]
+            else:
+                missing.append(version)
+        _check_named(name, missing)
+        failed = {}
+        for version, file in list(files.items()):
+            try:
+                check_external_data(file, file.parent)
+            except LoadError as exc:
+                if not tolerant:
+                    raise
+                failed[version] = exc
+                del files[version]
         chosen: dict[str, Path | RemoteVersion] = {**files, **remote}
-        return ModelSource(name, config, has_config, _newest_first(chosen))
+        return ModelSource(name, config, has_config, _newest_first(chosen), failed)
 
     @staticmethod
     def _apply_policy(
@@ -175,6 +204,14 @@ class Repository:
         if not picked:
             raise LoadError(f"model '{name}' has no version directory holding a model file")
         return {str(v): available[v] for v in picked}
+
+
+def _check_named(name: str, missing: list[str]) -> None:
+    if missing:
+        raise LoadError(
+            f"model '{name}': the traffic config names version(s) {', '.join(sorted(missing, key=int))} "
+            "that are neither in the repository nor remote"
+        )
 
 
 def _tensors(model: Any) -> Iterator[Any]:

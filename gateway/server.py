@@ -33,6 +33,7 @@ from .batching import BatchingPolicy, resolve_policy
 from .dataplane import DataPlane
 from .registry import READY, Registry
 from .repository import ModelSource, RemoteVersion, Repository, file_digest
+from .routing import policies_of
 from .settings import Settings
 from .telemetry import Metrics, serve_metrics
 from .transport import InferenceServicer, new_server, resolve_transport
@@ -129,6 +130,7 @@ class Gateway:
             on_change=self._on_model_change,
             batching=batching,
         )
+        self.registry.set_policies(policies_of(settings))
         self.dataplane = DataPlane(
             self.registry,
             self.metrics,
@@ -238,6 +240,7 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
         log.info("draining: up to %.1fs for in-flight calls", grace)
         await self._server.stop(grace)
+        await self.dataplane.close()
         await self.registry.close()
         if self._snapshot_dir is not None:
             self.metrics.write_snapshot(self._snapshot_dir)

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = ["OnnxRuntimeSettings", "Settings", "SettingsError", "load_settings"]
 
@@ -150,19 +158,96 @@ class TritonSettings(_Strict):
     )
 
 
+def _is_version(version: str) -> bool:
+    return version.isascii() and version.isdigit() and str(int(version)) == version
+
+
+class StickySettings(_Strict):
+    """Where a request's sticky key is: one of a gRPC metadata key or a request parameter."""
+
+    key: str | None = Field(None, description="gRPC metadata key, e.g. x-user-id (case-insensitive).")
+    parameter: str | None = Field(None, description="Request parameter (string or integer) holding the key.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StickySettings:
+        if (self.key is None) == (self.parameter is None):
+            raise ValueError("sticky needs exactly one of `key` (metadata) or `parameter`")
+        return self
+
+
+class CompareSettings(_Strict):
+    """When a shadow's answer agrees with the primary's: |shadow - primary| <= atol + rtol * |primary|."""
+
+    atol: float = Field(1e-4, ge=0)
+    rtol: float = Field(1e-3, ge=0)
+
+
 class ModelSettings(_Strict):
     batching: BatchingSettings | None = None
     versions: dict[str, VersionSettings] = Field(default_factory=dict)
+    traffic: dict[str, float] | None = Field(
+        None,
+        description="Weights of the versions that take unpinned traffic, normalised; versions not "
+        "listed get none (a pin still reaches them). Absent: the newest version takes it all.",
+    )
+    sticky: StickySettings | None = Field(None, description="The same key always lands on the same version.")
+    shadow: dict[str, float] = Field(
+        default_factory=dict,
+        description="Versions that get a copy of a share (0-1] of the requests; their answers are "
+        "compared with the primary's and discarded.",
+    )
+    compare: CompareSettings = CompareSettings()
+    shadow_max_inflight: int = Field(
+        64,
+        ge=1,
+        description="Shadow copies in flight for this model; over it, copies are dropped and counted.",
+    )
 
     @field_validator("versions")
     @classmethod
     def _numbered(cls, value: dict[str, VersionSettings]) -> dict[str, VersionSettings]:
         for version, spec in value.items():
-            if not (version.isascii() and version.isdigit() and str(int(version)) == version):
+            if not _is_version(version):
                 raise ValueError(f"version '{version}' is not a number like 1, 2, 3")
             if spec.backend == "triton" and not spec.endpoints:
                 raise ValueError(f"version '{version}': backend triton needs endpoints")
         return value
+
+    @field_validator("traffic")
+    @classmethod
+    def _weights(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        problems = [f"version '{v}' is not a number like 1, 2, 3" for v in value if not _is_version(v)]
+        problems += [f"version '{v}' has a negative weight ({w})" for v, w in value.items() if w < 0]
+        if sum(w for w in value.values() if w > 0) <= 0:
+            problems.append("the weights sum to 0 (no version would take traffic)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("shadow")
+    @classmethod
+    def _shadows(cls, value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        traffic = info.data.get("traffic") or {}
+        problems = [f"version '{v}' is not a number like 1, 2, 3" for v in value if not _is_version(v)]
+        problems += [
+            f"version '{v}': share must be in (0, 1], got {s}" for v, s in value.items() if not 0 < s <= 1
+        ]
+        problems += [
+            f"version '{v}' also takes traffic (a shadow of the primary itself)"
+            for v in value
+            if traffic.get(v, 0) > 0
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="after")
+    def _sticky_needs_split(self) -> ModelSettings:
+        if self.sticky is not None and self.traffic is None:
+            raise ValueError("sticky needs a traffic split to choose from")
+        return self
 
 
 class Settings(_Strict):

@@ -9,7 +9,6 @@ as Prometheus expects of a counter).
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import time
@@ -21,27 +20,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from ._histogram import LATENCY_BOUNDS, Histogram, buckets, merge_counts
+from ._routing import RoutingFamilies, ShadowStats
+
 __all__ = ["Histogram", "Metrics", "SnapshotCollector", "VersionMetrics", "serve_metrics"]
-
-LATENCY_BOUNDS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-)  # fmt: skip
-
-
-class Histogram:
-    """Fixed buckets (upper bounds in seconds); `counts[i]` holds observations in bucket i, the
-    last one those above every bound."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...] = LATENCY_BOUNDS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
 
 
 @dataclass(eq=False)
@@ -63,6 +45,7 @@ class VersionMetrics:
     output_ns: int = 0  # encoding the response
     last_inference_ms: int = 0
     failures: dict[str, int] = field(default_factory=dict)  # status code -> count
+    routes: dict[str, int] = field(default_factory=dict)  # route -> requests routed here
     batches: dict[int, list[int]] = field(default_factory=dict)  # batch size -> [count, ns]
     latency: Histogram = field(default_factory=Histogram)
     backend_latency: Histogram = field(default_factory=Histogram)
@@ -107,6 +90,7 @@ class VersionMetrics:
             "ok": self.success_count,
             "failures": dict(self.failures),
             "rows": self.inference_count,
+            "routes": dict(self.routes),
             "executions": self.execution_count,
             "latency": [list(self.latency.counts), self.latency.total],
             "backend_latency": [list(self.backend_latency.counts), self.backend_latency.total],
@@ -129,6 +113,20 @@ class Metrics:
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
         self.load_failures: dict[str, int] = {}
         self.inflight = 0
+        self._shadows: dict[tuple[str, str, str], ShadowStats] = {}
+        self.policy_revision = 0
+        self.weights: list[tuple[str, str, float]] = []  # (model, version, share): what is served now
+
+    def for_shadow(self, model: str, primary: str, shadow: str) -> ShadowStats:
+        """The comparison counters of one shadow version against one primary version."""
+        key = (model, primary, shadow)
+        found = self._shadows.get(key)
+        if found is None:
+            found = self._shadows[key] = ShadowStats(model, primary, shadow)
+        return found
+
+    def shadow_stats(self, model: str | None = None) -> list[ShadowStats]:
+        return [s for s in list(self._shadows.values()) if model is None or s.model == model]
 
     def for_version(self, model: str, version: str) -> VersionMetrics:
         """The counters of a version; a reloaded version keeps counting where it left off."""
@@ -146,6 +144,11 @@ class Metrics:
             "versions": [v.snapshot() for v in list(self._versions.values())],
             "load_failures": dict(self.load_failures),
             "inflight": self.inflight,
+            "routing": {
+                "revision": self.policy_revision,
+                "weights": list(self.weights),
+                "shadows": [s.snapshot() for s in list(self._shadows.values())],
+            },
         }
 
     def write_snapshot(self, directory: Path) -> None:
@@ -159,14 +162,6 @@ class Metrics:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(SnapshotCollector(lambda: [self.snapshot()]))
         return registry
-
-
-def _merge_counts(into: list[Any] | None, value: list[Any]) -> list[Any]:
-    if into is None:
-        return [list(value[0]), value[1]]
-    into[0] = [a + b for a, b in zip(into[0], value[0], strict=True)]
-    into[1] += value[1]
-    return into
 
 
 class SnapshotCollector:
@@ -193,9 +188,11 @@ class SnapshotCollector:
         load_failures: dict[str, int] = {}
         batching: dict[tuple[str, str], dict[str, Any]] = {}
         upstream = _Upstream()
+        routing = RoutingFamilies()
         inflight = 0
         for snap in self._snapshots():
             inflight += snap.get("inflight", 0)
+            routing.add_worker(snap)
             for model, n in snap.get("load_failures", {}).items():
                 load_failures[model] = load_failures.get(model, 0) + n
             for v in snap["versions"]:
@@ -206,8 +203,9 @@ class SnapshotCollector:
                 if v.get("batching"):
                     batching.setdefault(key, v["batching"])
                 upstream.add(key, v.get("upstream") or {})
+                routing.add_version(key, v)
                 for name, h in hists.items():
-                    h[key] = _merge_counts(h.get(key), v[name])
+                    h[key] = merge_counts(h.get(key), v[name])
 
         requests = CounterMetricFamily(
             "modelgate_requests", "Inference requests answered, by status code.",
@@ -229,14 +227,11 @@ class SnapshotCollector:
                 f"modelgate_{'request' if name == 'latency' else 'backend'}_duration_seconds",
                 help_text, labels=("model", "version"))  # fmt: skip
             for version_labels, (counts, total) in sorted(hists[name].items()):
-                cumulative, buckets = 0, []
-                for bound, n in zip((*LATENCY_BOUNDS, float("inf")), counts, strict=True):
-                    cumulative += n
-                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-                family.add_metric(version_labels, buckets, total)
+                family.add_metric(version_labels, buckets(LATENCY_BOUNDS, counts), total)
             yield family
         yield from _batching_gauges(batching)
         yield from upstream.families()
+        yield from routing.families()
         failures = CounterMetricFamily(
             "modelgate_model_load_failures", "Model loads that failed.", labels=("model",)
         )

@@ -81,7 +81,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         deadline = deadline_of(context)
         if self._dp.forwards_trace:
             TRACEPARENT.set(_traceparent(context))
-        return await self._dp.infer(request, deadline)
+        keys = self._dp.sticky_keys
+        return await self._dp.infer(request, deadline, _metadata(context, keys) if keys else None)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Ctx
@@ -92,6 +93,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         so a client that stops reading stops the server reading too (memory stays bounded)."""
         if self._dp.forwards_trace:  # one trace context for the stream; its tasks inherit it
             TRACEPARENT.set(_traceparent(context))
+        keys = self._dp.sticky_keys  # one set of sticky keys for the stream, as for its trace
+        metadata = _metadata(context, keys) if keys else None
         window = asyncio.Semaphore(self._stream_window)
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
@@ -99,7 +102,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> None:
             try:
-                response = pb.ModelStreamInferResponse(infer_response=await self._dp.infer(request))
+                response = pb.ModelStreamInferResponse(
+                    infer_response=await self._dp.infer(request, None, metadata)
+                )
             except GatewayError as exc:
                 response = _stream_error(request, exc.code, exc.message)
             except Exception:
@@ -134,6 +139,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             reader.cancel()
             for task in tasks:
                 task.cancel()
+
+
+def _metadata(context: Ctx, keys: frozenset[str]) -> dict[str, str]:
+    """The call's metadata under `keys` (text values only)."""
+    return {k: v for k, v in context.invocation_metadata() or () if k in keys and isinstance(v, str)}
 
 
 def _traceparent(context: Ctx) -> str | None:

@@ -181,3 +181,50 @@ def test_every_problem_is_listed(repo: Path) -> None:
         "workers", "grpc_port", overrides={"model_repository": repo, "workers": 0, "grpc_port": -5}
     )
     assert message.startswith("invalid configuration")
+
+
+def test_traffic_problems_are_all_listed_at_once(repo: Path) -> None:
+    bad = {
+        "traffic": {"1": -5, "x": 0},
+        "shadow": {"1": 1.5, "2": 0.5},
+        "sticky": {"key": "a", "parameter": "b"},
+        "canary": "2",
+    }
+    with pytest.raises(SettingsError) as err:
+        load_settings(overrides={"model_repository": repo, "models": {"m": bad}}, environ={})
+    text = str(err.value)
+    for expected in (
+        "version 'x' is not a number",
+        "version '1' has a negative weight",
+        "the weights sum to 0",
+        "version '1': share must be in (0, 1]",
+        "exactly one of `key` (metadata) or `parameter`",
+        "models.m.canary: Extra inputs are not permitted",
+    ):
+        assert expected in text, (expected, text)
+
+
+def test_a_shadow_of_a_version_that_takes_traffic_is_refused(repo: Path) -> None:
+    model = {"traffic": {"1": 90, "2": 10}, "shadow": {"2": 0.5}}
+    with pytest.raises(SettingsError, match="version '2' also takes traffic"):
+        load_settings(overrides={"model_repository": repo, "models": {"m": model}}, environ={})
+
+
+def test_sticky_needs_a_split(repo: Path) -> None:
+    with pytest.raises(SettingsError, match="sticky needs a traffic split"):
+        load_settings(
+            overrides={"model_repository": repo, "models": {"m": {"sticky": {"key": "k"}}}}, environ={}
+        )
+
+
+def test_a_valid_traffic_section(repo: Path) -> None:
+    model = {
+        "traffic": {"1": 90, "2": 10},
+        "sticky": {"parameter": "user"},
+        "shadow": {"3": 0.25},
+        "compare": {"atol": 0.01, "rtol": 0},
+    }
+    s = load_settings(overrides={"model_repository": repo, "models": {"m": model}}, environ={})
+    m = s.models["m"]
+    assert m.traffic == {"1": 90, "2": 10} and m.shadow == {"3": 0.25} and m.compare.atol == 0.01
+    assert m.sticky is not None and m.sticky.parameter == "user" and m.shadow_max_inflight == 64
