@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .settings import SettingsError, load_settings
+    from .settings import ConfigSource, SettingsError
 
     overrides = {
         "model_repository": args.model_repository,
@@ -35,8 +35,9 @@ def _serve(args: argparse.Namespace) -> int:
         "log_level": args.log_level,
         "batching": {"mode": args.batching} if args.batching else None,
     }
+    source = ConfigSource(args.config, {k: v for k, v in overrides.items() if v is not None})
     try:
-        settings = load_settings(args.config, overrides)
+        settings = source.load()
     except SettingsError as exc:
         print(f"modelgate: {exc}", file=sys.stderr)
         return 2
@@ -51,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     from .supervisor import run
 
-    return run(settings)
+    return run(settings, source)
 
 
 def _example_repository(args: argparse.Namespace) -> int:

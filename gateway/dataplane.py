@@ -144,7 +144,7 @@ class DataPlane:
     async def close(self) -> None:
         """Stop shadowing (copies in flight are cancelled: nobody waits for them)."""
         self.mirror.close()
-        await self.mirror.wait_closed()
+        await self.mirror.settle()
 
     # -- models ------------------------------------------------------------------------------
 

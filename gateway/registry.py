@@ -10,6 +10,7 @@ could have finished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -112,6 +113,24 @@ def effective_config(source: ModelSource, latest: ModelVersion) -> mc.ModelConfi
     return config
 
 
+@dataclass
+class _Built:
+    """One model's versions loaded for a change, not yet published."""
+
+    model: Model | None  # None: nothing could be loaded
+    errors: dict[str, GatewayError]  # by version ("" for the model itself)
+    new: list[ModelVersion]  # made for this change (closed if it is abandoned)
+    retired: list[ModelVersion]  # served before, not after (closed once drained)
+
+    def error(self) -> GatewayError:
+        if not self.errors:
+            return LoadError("no version to load")
+        first = next(iter(self.errors.values()))
+        if len(self.errors) == 1:
+            return first
+        return type(first)("; ".join(f"version {v}: {e.message}" for v, e in self.errors.items()))
+
+
 class Registry:
     def __init__(
         self,
@@ -198,9 +217,8 @@ class Registry:
             await self._on_change(name)
 
     def set_policies(self, policies: Mapping[str, TrafficPolicy]) -> int:
-        """Take a new traffic policy for every model; models already loaded get new routers at
-        once (one publish). Versions a policy names that are not loaded yet need `load(name)`.
-        Returns the new revision."""
+        """Take the traffic policies before any model is loaded (at start); a running gateway
+        changes them with `apply`. Returns the new revision."""
         self._policies = dict(policies)
         self.sticky_keys = frozenset(p.sticky_metadata for p in policies.values() if p.sticky_metadata)
         self.revision += 1
@@ -231,66 +249,114 @@ class Registry:
         serving as it was). A name that is not in the repository is NOT_FOUND and leaves no
         trace."""
         self.repository.check_name(name)
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
+        async with self._locks.setdefault(name, asyncio.Lock()):
             previous = self._models.get(name)
             if previous is None:
                 self._publish(Model(name, LOADING))
-            old = previous.versions if previous is not None and previous.state == READY else {}
-            versions: dict[str, ModelVersion] = {}
-            errors: dict[str, GatewayError] = {}  # by version; "" for the model itself
-            try:
-                source = self.repository.read(name, also=self.policy(name).versions, tolerant=True)
-                errors.update(source.failed)
-                for version in source.versions:
-                    try:
-                        backend = await self._factory(source, version)
-                    except GatewayError as exc:
-                        errors[version] = exc
-                        continue
-                    versions[version] = self._version(source, version, backend)
-            except GatewayError as exc:
-                errors[""] = exc
-            except BaseException:
-                for v in versions.values():
-                    await v.close()
-                raise
-            if errors:
-                self._metrics.load_failed(name)
-                for version, error in errors.items():
-                    where = f" version {version}" if version else ""
-                    log.error("loading model '%s'%s failed: %s", name, where, error.message)
-            if "" in errors or not versions:
-                for v in versions.values():
-                    await v.close()
-                first = errors.get("") or next(iter(errors.values()), None)
-                error = first or LoadError(f"model '{name}' has no version to load")
+            built = await self._build(name, self.policy(name), previous, reuse=False)
+            if built.model is None:
+                error = built.error()
                 if previous is None or previous.state != READY:
                     self._publish(Model(name, FAILED, reason=error.message))
                     await self._changed(name)
                 raise error
-            carried = {v: old[v] for v in errors if v in old}  # a failed reload keeps the old one
-            versions.update(carried)
-            latest = max(versions.values(), key=lambda v: int(v.version))
-            model = self._with_router(
-                Model(
-                    name,
-                    READY,
-                    effective_config(source, latest),
-                    MappingProxyType(dict(sorted(versions.items(), key=lambda i: int(i[0])))),
-                    failed=MappingProxyType({v: e.message for v, e in errors.items() if v not in carried}),
-                )
-            )
-            self._publish(model)
-            log.info("model '%s' ready: versions %s", name, ", ".join(model.versions))
-            self._retire([v for k, v in old.items() if versions.get(k) is not v])
+            self._publish(self._with_router(built.model))
+            log.info("model '%s' ready: versions %s", name, ", ".join(built.model.versions))
+            self._retire(built.retired)
             await self._changed(name)
-            if errors:
-                first = next(iter(errors.values()))
-                if len(errors) == 1:
-                    raise first
-                raise type(first)("; ".join(f"version {v}: {e.message}" for v, e in errors.items()))
-            return model
+            if built.errors:
+                raise built.error()
+            return built.model
+
+    async def apply(self, policies: Mapping[str, TrafficPolicy]) -> dict[str, dict[str, str]]:
+        """Serve new traffic policies: load the versions they add (while the old snapshot
+        serves), publish every model with its new router in one swap, then drain and close
+        the versions no policy or version policy keeps. A model that cannot be read refuses
+        the whole change (nothing is published); a version that fails to load only gets no
+        traffic. Returns, per model, the versions that failed and why."""
+        async with contextlib.AsyncExitStack() as locks:
+            names = sorted(self._models)
+            for name in names:  # every model's lock, in one order: no load interleaves
+                await locks.enter_async_context(self._locks.setdefault(name, asyncio.Lock()))
+            builds: dict[str, _Built] = {}
+            try:
+                for name in names:
+                    model = self._models[name]
+                    policy = policies.get(name, NO_POLICY)
+                    if model.state != READY or policy == self.policy(name):
+                        continue
+                    built = builds[name] = await self._build(name, policy, model, reuse=True)
+                    if built.model is None:
+                        raise built.error()
+            except BaseException:
+                for built in builds.values():
+                    await _close_versions(built.new)
+                raise
+            self._policies = dict(policies)
+            self.sticky_keys = frozenset(p.sticky_metadata for p in policies.values() if p.sticky_metadata)
+            self.revision += 1
+            table = {}
+            for name, model in self._models.items():
+                found = builds.get(name)
+                table[name] = self._with_router(found.model if found is not None and found.model else model)
+            self._swap(table)
+            for built in builds.values():
+                self._retire(built.retired)
+        for name in builds:
+            await self._changed(name)
+        return {
+            name: {v: e.message for v, e in built.errors.items()}
+            for name, built in builds.items()
+            if built.errors
+        }
+
+    async def _build(self, name: str, policy: TrafficPolicy, previous: Model | None, reuse: bool) -> _Built:
+        """The versions of one model, loaded but not published. `reuse`: keep the instances of
+        `previous` for versions it already serves (a traffic change); else load every version
+        anew (a reload from disk)."""
+        old = previous.versions if previous is not None and previous.state == READY else {}
+        versions: dict[str, ModelVersion] = {}
+        new: list[ModelVersion] = []
+        errors: dict[str, GatewayError] = {}  # by version; "" for the model itself
+        try:
+            source = self.repository.read(name, also=policy.versions, tolerant=True)
+            errors.update(source.failed)
+            for version in source.versions:
+                if reuse and version in old:
+                    versions[version] = old[version]
+                    continue
+                try:
+                    backend = await self._factory(source, version)
+                except GatewayError as exc:
+                    errors[version] = exc
+                    continue
+                versions[version] = self._version(source, version, backend)
+                new.append(versions[version])
+        except GatewayError as exc:
+            errors[""] = exc
+        except BaseException:
+            await _close_versions(new)
+            raise
+        if errors:
+            self._metrics.load_failed(name)
+            for version, error in errors.items():
+                where = f" version {version}" if version else ""
+                log.error("loading model '%s'%s failed: %s", name, where, error.message)
+        if "" in errors or not versions:
+            await _close_versions(new)
+            return _Built(None, errors, [], [])
+        carried = {v: old[v] for v in errors if v in old}  # a version that failed keeps its old one
+        versions.update(carried)
+        latest = max(versions.values(), key=lambda v: int(v.version))
+        model = Model(
+            name,
+            READY,
+            effective_config(source, latest),
+            MappingProxyType(dict(sorted(versions.items(), key=lambda i: int(i[0])))),
+            failed=MappingProxyType({v: e.message for v, e in errors.items() if v not in carried}),
+        )
+        retired = [v for k, v in old.items() if versions.get(k) is not v]
+        return _Built(model, errors, new, retired)
 
     def _version(self, source: ModelSource, version: str, backend: Backend) -> ModelVersion:
         metrics = self._metrics.for_version(source.name, version)

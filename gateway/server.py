@@ -30,11 +30,12 @@ from .backends import Backend
 from .backends.onnxruntime import OnnxRuntimeBackend, OrtOptions, default_intra_op_threads
 from .backends.triton import TritonBackend, TritonOptions
 from .batching import BatchingPolicy, resolve_policy
+from .control import ConfigControl
 from .dataplane import DataPlane
 from .registry import READY, Registry
 from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .routing import policies_of
-from .settings import Settings
+from .settings import ConfigSource, Settings
 from .telemetry import Metrics, serve_metrics
 from .transport import InferenceServicer, new_server, resolve_transport
 
@@ -43,8 +44,9 @@ __all__ = ["Gateway", "run_worker"]
 log = logging.getLogger("gateway")
 
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-OVERALL = ""
-SNAPSHOT_S = 1.0  # the health service name that stands for the whole server
+OVERALL = ""  # the health service name that stands for the whole server
+SNAPSHOT_S = 1.0  # how often a worker hands its counters to the supervisor
+CONFIG_POLL_S = 0.5  # how often the config file is checked for changes
 
 
 def _add_to_pool(*files: Any) -> None:
@@ -96,8 +98,10 @@ class Gateway:
         metrics: Metrics | None = None,
         snapshot_dir: Path | None = None,
         reuse_port: bool = False,
+        source: ConfigSource | None = None,
     ) -> None:
         self.settings = settings
+        self._source = source
         self._reuse_port = reuse_port
         self.metrics = metrics or Metrics()
         self._grpc_port = settings.grpc_port if grpc_port is None else grpc_port
@@ -131,6 +135,7 @@ class Gateway:
             batching=batching,
         )
         self.registry.set_policies(policies_of(settings))
+        self.control = ConfigControl(self.registry, settings, source)
         self.dataplane = DataPlane(
             self.registry,
             self.metrics,
@@ -192,6 +197,8 @@ class Gateway:
                 ) from None
         if self._snapshot_dir is not None:
             self._spawn(self._publish_snapshots(self._snapshot_dir))
+        if self._source is not None and self._source.path is not None:
+            self._spawn(self._watch_config())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -203,6 +210,13 @@ class Gateway:
         while not self._closing:
             await asyncio.to_thread(self.metrics.write_snapshot, directory)
             await asyncio.sleep(SNAPSHOT_S)
+
+    async def _watch_config(self) -> None:
+        """Apply the config file whenever it changes (a ConfigMap's symlink swap included)."""
+        while not self._closing:
+            await asyncio.sleep(CONFIG_POLL_S)
+            if not self._closing:
+                await self.control.poll()
 
     async def load(self) -> list[str]:
         """Load the repository; ready once every model is. Returns the models that failed."""
@@ -280,6 +294,7 @@ async def _serve(
     label: str,
     snapshot_dir: Path | None,
     reuse_port: bool,
+    source: ConfigSource | None,
 ) -> int:
     gateway = Gateway(
         settings,
@@ -287,6 +302,7 @@ async def _serve(
         metrics_port=metrics_port,
         snapshot_dir=snapshot_dir,
         reuse_port=reuse_port,
+        source=source,
     )
     loop = asyncio.get_running_loop()
     signals = 0
@@ -299,6 +315,7 @@ async def _serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, lambda: gateway._spawn(_reload(gateway)))
     try:
         await gateway.start()
     except OSError as exc:  # a busy port: one clear line, exit 2
@@ -334,6 +351,10 @@ async def _serve(
     return 0
 
 
+async def _reload(gateway: Gateway) -> None:
+    await gateway.control.reload("SIGHUP")
+
+
 def run_worker(
     settings: Settings,
     grpc_port: int | None = None,
@@ -341,8 +362,10 @@ def run_worker(
     label: str = "",
     snapshot_dir: Path | None = None,
     reuse_port: bool = False,
+    source: ConfigSource | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; returns the process exit status. `reuse_port`: this process
-    is one of the supervisor's workers, which share the port."""
+    """Serve until SIGTERM/SIGINT; SIGHUP re-reads the config (`source`). Returns the process
+    exit status. `reuse_port`: this process is one of the supervisor's workers, which share the
+    port."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_serve(settings, grpc_port, metrics_port, label, snapshot_dir, reuse_port))
+        return runner.run(_serve(settings, grpc_port, metrics_port, label, snapshot_dir, reuse_port, source))

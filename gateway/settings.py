@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +25,14 @@ from pydantic import (
     model_validator,
 )
 
-__all__ = ["OnnxRuntimeSettings", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "ConfigSource",
+    "ModelSettings",
+    "OnnxRuntimeSettings",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
 
 ENV_PREFIX = "GATEWAY_"
 
@@ -337,3 +346,15 @@ def load_settings(
             f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
         )
         raise SettingsError(f"invalid configuration: {problems}") from None
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where the settings came from (the YAML file and the command line's flags), so that a
+    running gateway can read them again the same way (gateway/control)."""
+
+    path: Path | None = None
+    overrides: Mapping[str, Any] = dataclass_field(default_factory=dict)
+
+    def load(self) -> Settings:
+        return load_settings(self.path, self.overrides)

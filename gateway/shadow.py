@@ -131,7 +131,8 @@ class Mirror:
         for task in self._tasks:
             task.cancel()
 
-    async def wait_closed(self) -> None:
+    async def settle(self) -> None:
+        """Wait for the copies in flight now (all of them, after close())."""
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 

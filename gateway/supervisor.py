@@ -4,12 +4,14 @@ The supervisor reserves the port (a bound, non-listening SO_REUSEPORT socket, wh
 port 0 into a concrete port every worker can share) and forks the workers before any gRPC object
 or ONNX Runtime session exists. Workers drop snapshots of their counters in a shared directory;
 the supervisor serves their sum on /metrics. It forwards SIGTERM/SIGINT to the workers (a second signal
-stops them at once), restarts a worker that dies on its own, and exits 0 after a clean drain.
+stops them at once) and SIGHUP (each worker re-reads the config), restarts a worker that dies on
+its own, and exits 0 after a clean drain.
 With one worker everything runs in this process instead (gateway/server.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from .settings import Settings
+from .settings import ConfigSource, Settings
 
 __all__ = ["run"]
 
@@ -36,17 +38,18 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, source: ConfigSource | None = None) -> int:
     if settings.workers == 1:
         from .server import run_worker
 
-        return run_worker(settings)
-    return _Supervisor(settings).run()
+        return run_worker(settings, source=source)
+    return _Supervisor(settings, source).run()
 
 
 class _Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, source: ConfigSource | None) -> None:
         self.settings = settings
+        self.source = source
         self.workers: dict[int, int] = {}  # pid -> worker index
         self.signals = 0
         self.snapshot_dir = Path(tempfile.mkdtemp(prefix="modelgate-metrics-"))
@@ -56,8 +59,8 @@ class _Supervisor:
         if pid == 0:  # the worker
             code = 1
             try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
                 from .server import run_worker
 
                 code = run_worker(
@@ -67,6 +70,7 @@ class _Supervisor:
                     label=f"[{index}]",
                     snapshot_dir=self.snapshot_dir,
                     reuse_port=True,
+                    source=self.source,
                 )
             except BaseException:
                 log.exception("worker %d failed", index)
@@ -75,6 +79,11 @@ class _Supervisor:
         self.workers[pid] = index
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:  # re-read the config: each worker applies it
+            for pid in self.workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
+            return
         self.signals += 1
         for pid in self.workers:
             try:
@@ -87,8 +96,8 @@ class _Supervisor:
         s = self.settings
         holder = _reserve_port(s.host, s.grpc_port)
         port = holder.getsockname()[1]
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
         for index in range(s.workers):
             self._spawn(index, port)
         print(f"modelgate: {s.workers} workers sharing gRPC port {port}", flush=True)

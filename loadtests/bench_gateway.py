@@ -3,6 +3,8 @@
     python loadtests/bench_gateway.py [--concurrency 1,8,32,64] [--measurement-ms 3000]
                                       [--repeats 1] [--streaming] [--workers 1]
                                       [--batching auto[,off,on]] [--settings JSON]
+                                      [--variant NAME=JSON ...] [--header KEY:VALUE]
+                                      [--skip-bare]
 
 Starts, one after the other on free loopback ports: (d) the bare grpc.aio server that answers
 ModelInfer with a precomputed response (loadtests/bare_server.py), and the gateway serving the
@@ -10,7 +12,13 @@ example repository's `mlp` (32 -> 256 -> 256 -> 8, 1-row requests), once per --b
 (`auto`: as the example's config.pbtxt says, i.e. on with a 500 µs delay). perf_analyzer drives
 them all with the same settings; the table gives throughput and latency per concurrency and the
 ratio to bare. --settings passes gateway settings (a JSON object, written to a --config file),
-e.g. '{"models": {"mlp": {"batching": {"max_queue_delay_us": 8000}}}}'. Medians over --repeats.
+e.g. '{"models": {"mlp": {"batching": {"max_queue_delay_us": 8000}}}}'. Each --variant adds a
+gateway with those settings merged over --settings (an A/B in one run: the ratio column is then
+also given against the first gateway), e.g. routing's cost:
+    --variant 'split={"models": {"mlp": {"traffic": {"1": 90, "2": 10}, "sticky": {"key": "x-user-id"}}}}'
+    --header x-user-id:user-42
+Rounds are interleaved: every server once, then again, --repeats times; medians over them.
+--header passes a gRPC metadata entry with every request (perf_analyzer -H).
 Results also go to loadtests/results/bench_gateway.json.
 """
 
@@ -33,6 +41,8 @@ from perf_analyzer import run_perf_analyzer  # noqa: E402
 from gateway.examples import example_repository  # noqa: E402
 from tests.peers.gateway import GatewayProcess  # noqa: E402
 
+BARE = "bare grpc.aio (d)"
+
 
 def _median_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
@@ -48,19 +58,25 @@ def _median_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def measure(label: str, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    runs = [
-        run_perf_analyzer(
-            url,
-            "mlp",
-            ["x:32"],
-            args.concurrency,
-            measurement_ms=args.measurement_ms,
-            streaming=args.streaming,
-            label=label,
+    return run_perf_analyzer(
+        url,
+        "mlp",
+        ["x:32"],
+        args.concurrency,
+        measurement_ms=args.measurement_ms,
+        streaming=args.streaming,
+        label=label,
+        extra_args=[a for h in args.header for a in ("-H", h)],
+    )
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
         )
-        for _ in range(args.repeats)
-    ]
-    return _median_rows(runs)
+    return out
 
 
 def main() -> int:
@@ -73,45 +89,65 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batching", default="auto", type=lambda s: s.split(","))
     parser.add_argument("--settings", default="{}", type=json.loads)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=lambda s: (s.split("=", 1)[0], json.loads(s.split("=", 1)[1])),
+    )
+    parser.add_argument("--header", action="append", default=[])
+    parser.add_argument("--skip-bare", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results" / "bench_gateway.json")
     args = parser.parse_args()
 
-    results: dict[str, list[dict[str, Any]]] = {}
-    proc, port = start_bare_server_subprocess()
-    try:
-        results["bare grpc.aio (d)"] = measure("bare", f"127.0.0.1:{port}", args)
-    finally:
-        stop_bare_server(proc)
+    runs: dict[str, list[list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         repo = example_repository(Path(tmp) / "models")
-        config = Path(tmp) / "gateway.json"  # JSON is YAML
-        config.write_text(json.dumps(args.settings))
-        for batching in args.batching:
-            label = "gateway" if batching == "auto" else f"gateway, batching {batching}"
-            gateway = GatewayProcess(repo, "--workers", str(args.workers), "--batching", batching).wait_ready(
-                lines=args.workers
-            )
-            try:
-                results[label] = measure(label, gateway.url, args)
-            finally:
-                gateway.terminate()
+        gateways = []
+        for name, settings in [("", {}), *args.variant]:
+            config = Path(tmp) / f"gateway-{len(gateways)}.json"  # JSON is YAML
+            config.write_text(json.dumps(_merge(args.settings, settings)))
+            for batching in args.batching:
+                label = "gateway" if batching == "auto" else f"gateway, batching {batching}"
+                label += f", {name}" if name else ""
+                gateways.append((label, config, batching))
+        for _ in range(args.repeats):
+            if not args.skip_bare:
+                proc, port = start_bare_server_subprocess()
+                try:
+                    runs.setdefault(BARE, []).append(measure("bare", f"127.0.0.1:{port}", args))
+                finally:
+                    stop_bare_server(proc)
+            for label, config, batching in gateways:
+                gateway = GatewayProcess(
+                    repo, "--workers", str(args.workers), "--batching", batching, "--config", str(config)
+                ).wait_ready(lines=args.workers)
+                try:
+                    runs.setdefault(label, []).append(measure(label, gateway.url, args))
+                finally:
+                    gateway.terminate()
+    results = {label: _median_rows(r) for label, r in runs.items()}
 
     mode = "streaming" if args.streaming else "unary"
-    print(f"\nmlp, 1-row {mode} requests, perf_analyzer, medians of {args.repeats} run(s)\n")
-    print("| server | concurrency | infer/s | p50 ms | p99 ms | × bare |")
-    print("|---|---|---|---|---|---|")
-    bare = {r["concurrency"]: r for r in results["bare grpc.aio (d)"]}
+    print(f"\nmlp, 1-row {mode} requests, perf_analyzer, medians of {args.repeats} interleaved run(s)\n")
+    print("| server | concurrency | infer/s | p50 ms | p99 ms | × bare | × first gateway |")
+    print("|---|---|---|---|---|---|---|")
+    first = next(label for label in results if label != BARE)
+
+    def ratio(r: dict[str, Any], against: str) -> str:
+        if against not in results:
+            return "—"
+        base = {row["concurrency"]: row for row in results[against]}[r["concurrency"]]["throughput_infer_s"]
+        return f"{r['throughput_infer_s'] / base:.3f}" if r["throughput_infer_s"] and base else "—"
+
     for name, rows in results.items():
         for r in rows:
-            base = bare[r["concurrency"]]["throughput_infer_s"]
-            ratio = r["throughput_infer_s"] / base if r["throughput_infer_s"] and base else None
             cells = [
                 f"{r[k]:,.1f}" if r[k] is not None else "—"
                 for k in ("throughput_infer_s", "p50_ms", "p99_ms")
             ]
-            print(
-                f"| {name} | {r['concurrency']} | {' | '.join(cells)} | {f'{ratio:.2f}' if ratio else '—'} |"
-            )
+            cells += [ratio(r, BARE), ratio(r, first)]
+            print(f"| {name} | {r['concurrency']} | {' | '.join(cells)} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     return 0

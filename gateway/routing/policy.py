@@ -65,26 +65,24 @@ NO_POLICY = TrafficPolicy()
 
 
 def _version_salt(version: str) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(version.encode(), digest_size=8, person=b"mg-ver").digest(), "little"
-    )
-
-
-def _mix(x: int) -> int:
-    """splitmix64's finaliser: a cheap, well-spread 64-bit permutation."""
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
-    return x ^ (x >> 31)
+    """A version's odd 64-bit multiplier (multiply-shift hashing), stable across processes."""
+    digest = hashlib.blake2b(version.encode(), digest_size=8, person=b"mg-ver").digest()
+    return int.from_bytes(digest, "little") | 1
 
 
 def _key_hash(key: str | bytes) -> int:
     data = key.encode() if isinstance(key, str) else key
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"mg-key").digest(), "little")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _unit(h: int, salt: int) -> float:
+    """The top 53 bits of h * salt mod 2^64, as a number in (0, 1)."""
+    return ((((h * salt) & _MASK) >> 11) + 0.5) * 2.0**-53
 
 
 def sticky_unit(key: str | bytes, version: str) -> float:
     """The key's stable draw in (0, 1) for one version (the same in every process)."""
-    return ((_mix(_key_hash(key) ^ _version_salt(version)) >> 11) + 0.5) * 2.0**-53
+    return _unit(_key_hash(key), _version_salt(version))
 
 
 class Router(Generic[V]):
@@ -168,8 +166,7 @@ class Router(Generic[V]):
             h = _key_hash(key)
             best, best_score = self._sticky[0][3], -1.0
             for salt, weight, _, served in self._sticky:
-                unit = ((_mix(h ^ salt) >> 11) + 0.5) * 2.0**-53
-                score = weight / -math.log(unit)
+                score = weight / -math.log(((((h * salt) & _MASK) >> 11) + 0.5) * 2.0**-53)
                 if score > best_score:
                     best, best_score = served, score
             return best, Route.STICKY

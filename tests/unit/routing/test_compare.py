@@ -48,6 +48,15 @@ def test_nan_equals_nan_and_nan_against_a_number_disagrees() -> None:
     assert not c.agree and c.max_abs_diff == float("inf")
 
 
+def test_equal_infinities_agree_and_integers_do_not_wrap() -> None:
+    inf = {"y": np.array([np.inf, -np.inf, 1.0])}
+    assert compare(inf, {"y": np.array([np.inf, -np.inf, 1.0])}, ["y"], atol=0, rtol=0).agree
+    assert not compare(inf, {"y": np.array([np.inf, np.inf, 1.0])}, ["y"], atol=0, rtol=0).agree
+    small = {"y": np.array([0], np.uint8)}
+    c = compare(small, {"y": np.array([255], np.uint8)}, ["y"], atol=0, rtol=0)
+    assert not c.agree and c.max_abs_diff == 255
+
+
 def test_bytes_and_bool_outputs_must_be_equal() -> None:
     words = {"s": np.array([b"a", b"b"], dtype=object)}
     assert compare(words, {"s": np.array([b"a", b"b"], dtype=object)}, ["s"], atol=1, rtol=1).agree

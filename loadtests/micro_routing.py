@@ -1,0 +1,156 @@
+"""What routing costs per request, in process: the decision alone, and DataPlane.infer with and
+without a traffic policy, side by side in one run.
+
+    python loadtests/micro_routing.py [--decisions 200000] [--calls 20000] [--rounds 5]
+                                      [--concurrency 64] [--backend fake|ort]
+
+1. One routing decision (`Router.choose`), in a tight loop: the default route (no policy), a
+   weighted draw over two versions, a sticky key over two versions, a pin.
+2. DataPlane.infer on the example repository's `mlp` (1 x 32 FP32, batching off), in
+   interleaved rounds of --calls requests each, medians over --rounds, for the variants
+       none       no traffic section: today's default route
+       split      traffic 90/10 with a sticky metadata key, half the requests carrying a key
+       shadow10   traffic 100% to v1, 10% of requests mirrored to v2 and compared
+   CPU µs per request of the whole process (shadow copies included) and the ratio to `none`.
+   --backend fake answers from a prebuilt array (the gateway's Python alone); ort runs the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import uvloop  # noqa: E402
+
+from gateway._proto import inference_pb2 as pb  # noqa: E402
+from gateway.examples import example_repository  # noqa: E402
+from gateway.routing import NO_POLICY, Router, TrafficPolicy  # noqa: E402
+from gateway.server import Gateway  # noqa: E402
+from gateway.settings import load_settings  # noqa: E402
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "split": {"traffic": {"1": 90, "2": 10}, "sticky": {"key": "x-user-id"}},
+    "shadow10": {"traffic": {"1": 100}, "shadow": {"2": 0.1}},
+}
+
+
+def decisions(n: int) -> None:
+    served = {"1": "v1", "2": "v2"}
+    cases = {
+        "default (no policy)": (Router(NO_POLICY, served, default="2"), None),
+        "weighted, 2 versions": (Router(TrafficPolicy(weights={"1": 90, "2": 10}), served), None),
+        "sticky, 2 versions": (
+            Router(TrafficPolicy(weights={"1": 90, "2": 10}, sticky_metadata="k"), served),
+            "user-123456",
+        ),
+    }
+    print(f"\nOne routing decision, {n:,} in a tight loop\n")
+    print("| decision | ns |")
+    print("|---|---|")
+    for label, (router, key) in cases.items():
+        choose = router.choose
+        began = time.perf_counter_ns()
+        for _ in range(n):
+            choose(key)
+        print(f"| {label} | {(time.perf_counter_ns() - began) / n:,.0f} |")
+    router = cases["weighted, 2 versions"][0]
+    began = time.perf_counter_ns()
+    for _ in range(n):
+        router.pinned("2")
+    print(f"| pinned | {(time.perf_counter_ns() - began) / n:,.0f} |")
+
+
+async def build(repo: Path, variant: str, backend: str) -> Gateway:
+    models = {"mlp": VARIANTS[variant]} if VARIANTS[variant] else {}
+    settings = load_settings(
+        overrides={
+            "model_repository": repo,
+            "grpc_port": 0,
+            "metrics_port": -1,
+            "batching": {"mode": "off"},
+            "models": models,
+        },
+        environ={},
+    )
+    gateway = Gateway(settings)
+    await gateway.registry.load("mlp")
+    if backend == "fake":
+        answer = np.ones((64, 8), np.float32)
+
+        async def fake(inputs: Any, outputs: object, deadline: object = None) -> dict[str, np.ndarray]:
+            return {"y": answer[: len(inputs["x"])]}
+
+        for served in gateway.registry.model("mlp").versions.values():
+            served.backend.infer = fake  # type: ignore[method-assign]
+    return gateway
+
+
+async def one_round(gateway: Gateway, variant: str, calls: int, concurrency: int) -> float:
+    request = pb.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 32])
+    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
+    keyed = [{"x-user-id": f"user-{i}"} if variant == "split" and i % 2 else None for i in range(1024)]
+    left = calls
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await gateway.dataplane.infer(request, None, keyed[left % 1024])
+
+    began = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await gateway.dataplane.mirror.settle()  # the last shadow copies count in the measurement
+    return (time.process_time() - began) / calls * 1e6
+
+
+async def dataplane(repo: Path, args: argparse.Namespace) -> None:
+    gateways = {v: await build(repo, v, args.backend) for v in VARIANTS}
+    for variant, gateway in gateways.items():  # warm-up
+        await one_round(gateway, variant, args.calls // 4, args.concurrency)
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for _ in range(args.rounds):
+        for variant, gateway in gateways.items():
+            cpu[variant].append(await one_round(gateway, variant, args.calls, args.concurrency))
+    base = statistics.median(cpu["none"])
+    print(
+        f"\nDataPlane.infer, mlp 1 x 32, batching off, {args.backend} backend, {args.concurrency} in flight, "
+        f"medians of {args.rounds} interleaved rounds of {args.calls:,} calls\n"
+    )
+    print("| variant | CPU µs/request | × none | + µs |")
+    print("|---|---|---|---|")
+    for variant, values in cpu.items():
+        m = statistics.median(values)
+        print(f"| {variant} | {m:.1f} | {m / base:.3f} | {m - base:+.1f} |")
+    for gateway in gateways.values():
+        await gateway.dataplane.close()
+        await gateway.registry.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decisions", type=int, default=200_000)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--backend", choices=("fake", "ort"), default="fake")
+    args = parser.parse_args()
+    decisions(args.decisions)
+    with tempfile.TemporaryDirectory() as tmp:
+        uvloop.run(dataplane(example_repository(Path(tmp)), args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
