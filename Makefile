@@ -37,10 +37,10 @@ protos: $(STAMP)
 check-protos: $(STAMP)
 	$(PY) tools/gen_protos.py --check
 
-$(MODELS)/mlp/config.pbtxt: | $(STAMP)
+$(MODELS)/mlp/3/model.onnx: | $(STAMP)
 	$(PY) -m gateway example-repository $(MODELS)
 
-models: $(MODELS)/mlp/config.pbtxt
+models: $(MODELS)/mlp/3/model.onnx
 
 perf-tools: $(STAMP)
 	bash loadtests/setup_perf_tools.sh $(VENV) >/dev/null
@@ -52,12 +52,13 @@ triton-peer:
 run: $(STAMP) models
 	@echo
 	@echo "Serving ./$(MODELS) on 127.0.0.1:$(GRPC_PORT) (metrics: http://127.0.0.1:$(METRICS_PORT)/metrics). Ctrl-C stops."
+	@echo "Traffic: gateway.example.yaml (mlp: 90% v1, 10% canary v2, 25% mirrored to v3); edit it to move traffic live."
 	@echo "Call it from another shell:"
-	@echo "  $(PY) -c 'import numpy as np, tritonclient.grpc as g; c = g.InferenceServerClient(\"127.0.0.1:$(GRPC_PORT)\"); i = g.InferInput(\"x\", [1, 32], \"FP32\"); i.set_data_from_numpy(np.ones((1, 32), np.float32)); r = c.infer(\"mlp\", [i]); print(r.as_numpy(\"y\"), \"from version\", r.get_response().model_version)'"
+	@echo "  $(PY) -c 'import numpy as np, tritonclient.grpc as g; c = g.InferenceServerClient(\"127.0.0.1:$(GRPC_PORT)\"); i = g.InferInput(\"x\", [1, 32], \"FP32\"); i.set_data_from_numpy(np.ones((1, 32), np.float32)); r = c.infer(\"mlp\", [i], headers={\"x-user-id\": \"alice\"}); p = r.get_response(); print(r.as_numpy(\"y\"), \"from version\", p.model_version, \"route\", p.parameters[\"route\"].string_param)'"
 	@echo "Load it with perf_analyzer (make perf-tools first):"
 	@echo "  LD_LIBRARY_PATH=\$$($(PY) -c 'import nvidia.cuda_runtime, os; print(os.path.join(nvidia.cuda_runtime.__path__[0], \"lib\"))') $(VENV)/bin/perf_analyzer -m mlp -u 127.0.0.1:$(GRPC_PORT) -i grpc --shape x:32 --concurrency-range 1:64:8"
 	@echo
-	exec $(VENV)/bin/modelgate serve --model-repository $(MODELS) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	exec $(VENV)/bin/modelgate serve --model-repository $(MODELS) --config gateway.example.yaml --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway tests loadtests tools

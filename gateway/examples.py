@@ -145,11 +145,12 @@ dynamic_batching { max_queue_delay_microseconds: 500 }
 
 
 def example_repository(root: Path) -> Path:
-    """`mlp` (32 -> 256 -> 256 -> 8, versions 1 and 2, with config.pbtxt) and `identity` (every
+    """`mlp` (32 -> 256 -> 256 -> 8, versions 1, 2 and 3, with config.pbtxt) and `identity` (every
     fixed-size datatype passed through, config derived from the graph)."""
     write_config(root, "mlp", MLP_CONFIG)
     write_version(root, "mlp", 1, mlp(seed=1))
     write_version(root, "mlp", 2, mlp(seed=2))
+    write_version(root, "mlp", 3, mlp(seed=3))
     write_version(root, "identity", 1, identity(["BOOL", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]))
     return root
 

@@ -387,7 +387,9 @@ class Registry:
             await self._changed(name)
 
     async def load_repository(self) -> list[str]:
-        """Load every model of the repository; returns the names that failed."""
+        """Load every model of the repository; returns the names that failed. Every model is
+        known (LOADING, so UNAVAILABLE rather than NOT_FOUND) before the first one loads."""
+        self._swap({**{n: Model(n, LOADING) for n in self.repository.model_names()}, **self._models})
         failed = []
         for name in self.repository.model_names():
             try:

@@ -26,7 +26,7 @@ from .routing import TrafficPolicy, compare
 from .telemetry import Metrics
 from .telemetry._routing import ShadowStats
 
-__all__ = ["Mirror"]
+__all__ = ["Mirror", "disagreements"]
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ class Mirror:
             return
         result = compare(expected, outputs, names, policy.atol, policy.rtol)
         stats.compared(result.agree, result.max_abs_diff, result.argmax_rows, result.argmax_agree)
-        if not result.agree:
-            stats.recent.append(_disagreement(inputs, expected, outputs, result.outputs, result.max_abs_diff))
+        if not result.agree:  # kept as they are (bounded); described only when someone reads them
+            stats.recent.append((time.time(), inputs, expected, outputs, result))
 
     def _warn(self, model: str, version: str, what: str) -> None:
         """One log line per shadow and kind of problem; the counters say how often."""
@@ -148,19 +148,25 @@ def _summary(array: np.ndarray | None) -> dict[str, Any]:
     return out
 
 
-def _disagreement(
-    inputs: Mapping[str, np.ndarray], primary: Outputs, shadow: Outputs, outputs: Sequence[str], diff: float
-) -> dict[str, Any]:
-    """What the admin API shows of one disagreement: which input (a digest), and both answers."""
-    digest = hashlib.blake2b(digest_size=8)
-    for name in sorted(inputs):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(inputs[name]).tobytes())
-    return {
-        "at": time.time(),
-        "input_digest": digest.hexdigest(),
-        "max_abs_diff": diff,
-        "outputs": {
-            n: {"primary": _summary(primary.get(n)), "shadow": _summary(shadow.get(n))} for n in outputs
-        },
-    }
+def disagreements(stats: ShadowStats) -> list[dict[str, Any]]:
+    """The last disagreements of a shadow with its primary, newest last: when, which input (a
+    digest of its tensors), the largest difference and a summary of both answers per output
+    that disagreed."""
+    out = []
+    for at, inputs, primary, shadow, result in list(stats.recent):
+        digest = hashlib.blake2b(digest_size=8)
+        for name in sorted(inputs):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(inputs[name]).tobytes())
+        out.append(
+            {
+                "at": at,
+                "input_digest": digest.hexdigest(),
+                "max_abs_diff": result.max_abs_diff,
+                "outputs": {
+                    n: {"primary": _summary(primary.get(n)), "shadow": _summary(shadow.get(n))}
+                    for n in result.outputs
+                },
+            }
+        )
+    return out

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
 
 from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
-from perf_analyzer import FIELDS, run_perf_analyzer  # noqa: E402
+from perf_analyzer import FIELDS, infer_stats, run_perf_analyzer  # noqa: E402
 from procfs import group_cpu_s, processes  # noqa: E402
 
 from gateway.examples import mlp  # noqa: E402
@@ -115,24 +115,6 @@ def machine_facts() -> dict[str, Any]:
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-
-
-def infer_stats(url: str, model: str) -> tuple[int, int] | None:
-    """(inference_count, execution_count) summed over the model's versions, via ModelStatistics."""
-    try:
-        import tritonclient.grpc as tgrpc
-
-        client = tgrpc.InferenceServerClient(url)
-        try:
-            stats = client.get_inference_statistics(model_name=model, as_json=True, client_timeout=5)
-        finally:
-            client.close()
-    except Exception as exc:  # statistics are a nice-to-have; never fail the run for them
-        log(f"ModelStatistics on {url} failed: {type(exc).__name__}: {exc}")
-        return None
-    rows = sum(int(s.get("inference_count", 0)) for s in stats.get("model_stats", []))
-    execs = sum(int(s.get("execution_count", 0)) for s in stats.get("model_stats", []))
-    return rows, execs
 
 
 def model_parameters(url: str, model: str) -> dict[str, str]:

@@ -17,7 +17,10 @@ gateway with those settings merged over --settings (an A/B in one run: the ratio
 also given against the first gateway), e.g. routing's cost:
     --variant 'split={"models": {"mlp": {"traffic": {"1": 90, "2": 10}, "sticky": {"key": "x-user-id"}}}}'
     --header x-user-id:user-42
-Rounds are interleaved: every server once, then again, --repeats times; medians over them.
+Rounds are interleaved: every server once, then again, --repeats times; medians over them. For
+each gateway also its CPU per request: the process group's CPU over a perf_analyzer run divided
+by the requests its ModelStatistics counted (warm-up trials included): steadier than req/s on a
+shared machine.
 --header passes a gRPC metadata entry with every request (perf_analyzer -H).
 Results also go to loadtests/results/bench_gateway.json.
 """
@@ -36,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
 
 from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
-from perf_analyzer import run_perf_analyzer  # noqa: E402
+from perf_analyzer import infer_stats, run_perf_analyzer  # noqa: E402
+from procfs import group_cpu_s  # noqa: E402
 
 from gateway.examples import example_repository  # noqa: E402
 from tests.peers.gateway import GatewayProcess  # noqa: E402
@@ -49,25 +53,38 @@ def _median_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for rows in zip(*runs, strict=True):
         ok = [r for r in rows if r["status"] != "failed"]
         merged = dict(rows[0])
-        for key in ("throughput_infer_s", "p50_ms", "p99_ms"):
-            values = [r[key] for r in ok if r[key] is not None]
+        for key in ("throughput_infer_s", "p50_ms", "p99_ms", "cpu_us_per_request"):
+            values = [r[key] for r in ok if r.get(key) is not None]
             merged[key] = statistics.median(values) if values else None
         merged["status"] = "ok" if ok else "failed"
         out.append(merged)
     return out
 
 
-def measure(label: str, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    return run_perf_analyzer(
-        url,
-        "mlp",
-        ["x:32"],
-        args.concurrency,
-        measurement_ms=args.measurement_ms,
-        streaming=args.streaming,
-        label=label,
-        extra_args=[a for h in args.header for a in ("-H", h)],
-    )
+def measure(label: str, url: str, args: argparse.Namespace, pgid: int | None = None) -> list[dict[str, Any]]:
+    """perf_analyzer at each concurrency; with the server's process group, also its CPU per
+    request (the whole run's CPU over the requests its ModelStatistics counted)."""
+    rows = []
+    for c in args.concurrency:
+        before, cpu0 = infer_stats(url, "mlp") if pgid else None, group_cpu_s(pgid) if pgid else 0.0
+        row = run_perf_analyzer(
+            url,
+            "mlp",
+            ["x:32"],
+            [c],
+            measurement_ms=args.measurement_ms,
+            streaming=args.streaming,
+            label=label,
+            extra_args=[a for h in args.header for a in ("-H", h)],
+        )[0]
+        after = infer_stats(url, "mlp") if pgid else None
+        row["cpu_us_per_request"] = (
+            (group_cpu_s(pgid) - cpu0) / (after[0] - before[0]) * 1e6  # type: ignore[operator]
+            if before and after and after[0] > before[0]
+            else None
+        )
+        rows.append(row)
+    return rows
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -123,15 +140,15 @@ def main() -> int:
                     repo, "--workers", str(args.workers), "--batching", batching, "--config", str(config)
                 ).wait_ready(lines=args.workers)
                 try:
-                    runs.setdefault(label, []).append(measure(label, gateway.url, args))
+                    runs.setdefault(label, []).append(measure(label, gateway.url, args, gateway.proc.pid))
                 finally:
                     gateway.terminate()
     results = {label: _median_rows(r) for label, r in runs.items()}
 
     mode = "streaming" if args.streaming else "unary"
     print(f"\nmlp, 1-row {mode} requests, perf_analyzer, medians of {args.repeats} interleaved run(s)\n")
-    print("| server | concurrency | infer/s | p50 ms | p99 ms | × bare | × first gateway |")
-    print("|---|---|---|---|---|---|---|")
+    print("| server | concurrency | infer/s | p50 ms | p99 ms | × bare | × first gateway | CPU µs/request |")
+    print("|---|---|---|---|---|---|---|---|")
     first = next(label for label in results if label != BARE)
 
     def ratio(r: dict[str, Any], against: str) -> str:
@@ -146,7 +163,8 @@ def main() -> int:
                 f"{r[k]:,.1f}" if r[k] is not None else "—"
                 for k in ("throughput_infer_s", "p50_ms", "p99_ms")
             ]
-            cells += [ratio(r, BARE), ratio(r, first)]
+            cpu = r.get("cpu_us_per_request")
+            cells += [ratio(r, BARE), ratio(r, first), f"{cpu:.1f}" if cpu else "—"]
             print(f"| {name} | {r['concurrency']} | {' | '.join(cells)} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

@@ -177,6 +177,24 @@ def _run_one(cmd: list[str], env: dict[str, str], timeout_s: float) -> tuple[int
     return rc, (out or "") + ("\n" if out and err else "") + (err or ""), time.monotonic() - t0
 
 
+def infer_stats(url: str, model: str) -> tuple[int, int] | None:
+    """(inference_count, execution_count) summed over the model's versions, via ModelStatistics."""
+    try:
+        import tritonclient.grpc as tgrpc
+
+        client = tgrpc.InferenceServerClient(url)
+        try:
+            stats = client.get_inference_statistics(model_name=model, as_json=True, client_timeout=5)
+        finally:
+            client.close()
+    except Exception as exc:  # statistics are a nice-to-have; never fail the run for them
+        print(f"ModelStatistics on {url} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
+    rows = sum(int(s.get("inference_count", 0)) for s in stats.get("model_stats", []))
+    execs = sum(int(s.get("execution_count", 0)) for s in stats.get("model_stats", []))
+    return rows, execs
+
+
 def run_perf_analyzer(
     url: str,
     model: str,

@@ -36,7 +36,9 @@ class ShadowStats:
     argmax_agree: int = 0
     diff: Histogram = field(default_factory=lambda: Histogram(DIFF_BOUNDS))
     latency: Histogram = field(default_factory=Histogram)  # the shadow's own call
-    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    recent: deque[tuple[Any, ...]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    """The last disagreements as (time, inputs, primary's outputs, shadow's, Comparison);
+    gateway/shadow.py's disagreements() describes them."""
 
     def failed(self, code: str) -> None:
         self.outcomes["failed"] += 1

@@ -155,6 +155,14 @@ def test_live_before_ready_while_models_warm(tmp_path: Path) -> None:
         client = grpcclient.InferenceServerClient(proc.url)
         assert client.is_server_live()
         assert not client.is_server_ready()  # the slow model is still warming up
+        x = grpcclient.InferInput("x", [1, 256], "FP32")
+        x.set_data_from_numpy(np.ones((1, 256), np.float32))
+        try:  # a model still loading is known: UNAVAILABLE, never NOT_FOUND
+            client.infer("slow", [x])
+        except InferenceServerException as exc:
+            assert exc.status() == "StatusCode.UNAVAILABLE", exc
+        else:
+            assert client.is_server_ready()  # it finished warming up in between
         proc.wait_ready()
         assert client.is_server_ready()
     finally:
