@@ -30,7 +30,7 @@ from .backends import Backend
 from .backends.onnxruntime import OnnxRuntimeBackend, OrtOptions, default_intra_op_threads
 from .backends.triton import TritonBackend, TritonOptions
 from .batching import BatchingPolicy, resolve_policy
-from .control import ConfigControl
+from .control import ConfigControl, RolloutDriver
 from .dataplane import DataPlane
 from .registry import READY, Registry
 from .repository import ModelSource, RemoteVersion, Repository, file_digest
@@ -47,6 +47,7 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 OVERALL = ""  # the health service name that stands for the whole server
 SNAPSHOT_S = 1.0  # how often a worker hands its counters to the supervisor
 CONFIG_POLL_S = 0.5  # how often the config file is checked for changes
+ROLLOUT_TICK_S = 0.25  # how often rollouts look at the counters
 
 
 def _add_to_pool(*files: Any) -> None:
@@ -136,6 +137,13 @@ class Gateway:
         )
         self.registry.set_policies(policies_of(settings))
         self.control = ConfigControl(self.registry, settings, source)
+        # with --workers N the supervisor drives rollouts; a lone process drives its own
+        self._drives_rollouts = snapshot_dir is None
+        self.rollouts = (
+            RolloutDriver(source or ConfigSource(), lambda: [self.metrics.snapshot()])
+            if self._drives_rollouts
+            else None
+        )
         self.dataplane = DataPlane(
             self.registry,
             self.metrics,
@@ -197,8 +205,9 @@ class Gateway:
                 ) from None
         if self._snapshot_dir is not None:
             self._spawn(self._publish_snapshots(self._snapshot_dir))
-        if self._source is not None and self._source.path is not None:
-            self._spawn(self._watch_config())
+        self._spawn(self._watch_config())
+        if self._drives_rollouts:
+            self._spawn(self._drive_rollouts())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -211,8 +220,16 @@ class Gateway:
             await asyncio.to_thread(self.metrics.write_snapshot, directory)
             await asyncio.sleep(SNAPSHOT_S)
 
+    async def _drive_rollouts(self) -> None:
+        """The control plane's rollout driver, when this process is the whole gateway."""
+        assert self.rollouts is not None
+        while not self._closing:
+            await asyncio.sleep(ROLLOUT_TICK_S)
+            self.rollouts.tick()
+
     async def _watch_config(self) -> None:
-        """Apply the config file whenever it changes (a ConfigMap's symlink swap included)."""
+        """Apply the config file whenever it changes (a ConfigMap's symlink swap included), and
+        the runtime traffic file a rollout writes."""
         while not self._closing:
             await asyncio.sleep(CONFIG_POLL_S)
             if not self._closing:

@@ -7,6 +7,7 @@ environment variables (top-level fields, e.g. GATEWAY_GRPC_PORT=9001) < command-
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "RUNTIME_FILE",
     "ConfigSource",
     "ModelSettings",
     "OnnxRuntimeSettings",
@@ -191,6 +193,34 @@ class CompareSettings(_Strict):
     rtol: float = Field(1e-3, ge=0)
 
 
+class RolloutSettings(_Strict):
+    """An automatic canary rollout: the canary's share steps through `steps` while every gate
+    holds, and falls back to 0% when one fails."""
+
+    canary: str = Field(description="The version being rolled out.")
+    baseline: str | None = Field(
+        None, description="The version it is compared with; default: the other version with most traffic."
+    )
+    steps: list[float] = Field([5, 25, 50, 100], description="The canary's percentages, rising.")
+    interval_s: float = Field(60.0, gt=0, description="Shortest time at each step.")
+    min_requests: int = Field(500, ge=1, description="Canary requests a step needs before its gates count.")
+    max_error_rate: float | None = Field(0.01, ge=0, le=1, description="Canary server errors / requests.")
+    max_p99_ratio: float | None = Field(1.2, gt=0, description="Canary p99 / baseline p99.")
+    max_shadow_disagreement: float | None = Field(
+        0.05, ge=0, le=1, description="Disagreeing share of the baseline's requests mirrored to the canary."
+    )
+    max_drift: float | None = Field(
+        None, ge=0, description="Accepted for the drift gate; drift is not measured yet, so it never gates."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _rising(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0 < s <= 100 for s in value) or value != sorted(set(value)):
+            raise ValueError(f"steps must be rising percentages in (0, 100], got {value}")
+        return value
+
+
 class ModelSettings(_Strict):
     batching: BatchingSettings | None = None
     versions: dict[str, VersionSettings] = Field(default_factory=dict)
@@ -206,6 +236,9 @@ class ModelSettings(_Strict):
         "compared with the primary's and discarded.",
     )
     compare: CompareSettings = CompareSettings()
+    rollout: RolloutSettings | None = Field(
+        None, description="Automatic rollout of a canary; it then owns this model's weights."
+    )
     shadow_max_inflight: int = Field(
         64,
         ge=1,
@@ -243,10 +276,11 @@ class ModelSettings(_Strict):
         problems += [
             f"version '{v}': share must be in (0, 1], got {s}" for v, s in value.items() if not 0 < s <= 1
         ]
+        primaries = {v for v, w in traffic.items() if w > 0}
         problems += [
-            f"version '{v}' also takes traffic (a shadow of the primary itself)"
+            f"version '{v}' is the only version that takes traffic (a shadow of the primary itself)"
             for v in value
-            if traffic.get(v, 0) > 0
+            if primaries == {v}
         ]
         if problems:
             raise ValueError("; ".join(problems))
@@ -256,7 +290,24 @@ class ModelSettings(_Strict):
     def _sticky_needs_split(self) -> ModelSettings:
         if self.sticky is not None and self.traffic is None:
             raise ValueError("sticky needs a traffic split to choose from")
+        rollout = self.rollout
+        if rollout is not None:
+            if not _is_version(rollout.canary) or (rollout.baseline and not _is_version(rollout.baseline)):
+                raise ValueError("rollout: canary and baseline are versions like 1, 2, 3")
+            if rollout.baseline is None and not [v for v in self.traffic or {} if v != rollout.canary]:
+                raise ValueError("rollout needs a baseline: name it, or give it weight in traffic")
+            if rollout.baseline == rollout.canary:
+                raise ValueError("rollout: the baseline cannot be the canary")
         return self
+
+    def rollout_baseline(self) -> str | None:
+        """The rollout's baseline: named, or the other version with the most traffic."""
+        if self.rollout is None:
+            return None
+        if self.rollout.baseline is not None:
+            return self.rollout.baseline
+        others = {v: w for v, w in (self.traffic or {}).items() if v != self.rollout.canary}
+        return max(sorted(others, key=int), key=lambda v: others[v])
 
 
 class Settings(_Strict):
@@ -293,6 +344,11 @@ class Settings(_Strict):
         description="How long a replaced or unloaded version stays open for calls already running on it.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    state_dir: Path = Field(
+        Path("modelgate-state"),
+        description="Where runtime traffic decisions (rollout steps, rollbacks) are kept, so that a "
+        "restart resumes them; created when first needed.",
+    )
     onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
     triton: TritonSettings = TritonSettings()
     batching: BatchingSettings = Field(
@@ -351,10 +407,46 @@ def load_settings(
 @dataclass(frozen=True)
 class ConfigSource:
     """Where the settings came from (the YAML file and the command line's flags), so that a
-    running gateway can read them again the same way (gateway/control)."""
+    running gateway can read them again the same way (gateway/control), and the runtime
+    traffic file in `state_dir` (a rollout's current weights) laid over them."""
 
     path: Path | None = None
     overrides: Mapping[str, Any] = dataclass_field(default_factory=dict)
 
-    def load(self) -> Settings:
-        return load_settings(self.path, self.overrides)
+    def load(self, runtime: bool = True) -> Settings:
+        """The settings; with `runtime`, each rolling-out model's traffic is what its rollout
+        serves now (the runtime file's weights, or its first step's)."""
+        settings = load_settings(self.path, self.overrides)
+        return with_runtime_traffic(settings, read_runtime(settings.state_dir)) if runtime else settings
+
+
+RUNTIME_FILE = "traffic.json"
+
+
+def read_runtime(state_dir: Path) -> dict[str, Any]:
+    """The runtime traffic file: {"rollouts": {model: {canary, baseline, status, step, reason,
+    traffic}}}; empty when there is none (or it cannot be read: then the config serves)."""
+    try:
+        data = json.loads((state_dir / RUNTIME_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def with_runtime_traffic(settings: Settings, runtime: Mapping[str, Any]) -> Settings:
+    """`settings` with each rollout's current weights as its model's traffic. A runtime entry
+    counts only for the same canary and baseline (a new rollout starts at its first step)."""
+    rollouts = runtime.get("rollouts") or {}
+    models = dict(settings.models)
+    for name, model in settings.models.items():
+        if model.rollout is None:
+            continue
+        canary, baseline = model.rollout.canary, model.rollout_baseline()
+        entry = rollouts.get(name) or {}
+        if entry.get("canary") == canary and entry.get("baseline") == baseline and entry.get("traffic"):
+            traffic = {str(v): float(w) for v, w in entry["traffic"].items()}
+        else:
+            first = model.rollout.steps[0]
+            traffic = {str(baseline): 100.0 - first, canary: first}
+        models[name] = model.model_copy(update={"traffic": traffic})
+    return settings.model_copy(update={"models": models})

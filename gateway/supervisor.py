@@ -5,7 +5,8 @@ port 0 into a concrete port every worker can share) and forks the workers before
 or ONNX Runtime session exists. Workers drop snapshots of their counters in a shared directory;
 the supervisor serves their sum on /metrics. It forwards SIGTERM/SIGINT to the workers (a second signal
 stops them at once) and SIGHUP (each worker re-reads the config), restarts a worker that dies on
-its own, and exits 0 after a clean drain.
+its own, and exits 0 after a clean drain. It drives rollouts from the workers' snapshots
+(gateway/control/rollout.py), writing their weights where every worker watches.
 With one worker everything runs in this process instead (gateway/server.py).
 """
 
@@ -21,13 +22,18 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .settings import ConfigSource, Settings
+
+if TYPE_CHECKING:
+    from .control import RolloutDriver
 
 __all__ = ["run"]
 
 log = logging.getLogger("gateway.supervisor")
 _RESTART_BACKOFF_S = 1.0
+_TICK_S = 0.25  # how often the supervisor reaps workers and drives rollouts
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -78,6 +84,12 @@ class _Supervisor:
                 os._exit(code)
         self.workers[pid] = index
 
+    def _tick(self, rollouts: RolloutDriver) -> None:
+        try:
+            rollouts.tick()
+        except Exception:  # the control plane must not take the workers down with it
+            log.exception("rollout tick failed")
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:  # re-read the config: each worker applies it
             for pid in self.workers:
@@ -104,7 +116,10 @@ class _Supervisor:
 
         from prometheus_client import CollectorRegistry
 
-        from .telemetry import SnapshotCollector, serve_metrics
+        from .control import RolloutDriver
+        from .telemetry import SnapshotCollector, read_snapshots, serve_metrics
+
+        rollouts = RolloutDriver(self.source or ConfigSource(), lambda: read_snapshots(self.snapshot_dir))
 
         metrics_server = None
         if s.metrics_port >= 0:
@@ -117,10 +132,15 @@ class _Supervisor:
         try:
             while self.workers:
                 try:
-                    pid, wait_status = os.wait()
+                    pid, wait_status = os.waitpid(-1, os.WNOHANG)
                 except ChildProcessError:
                     break
                 except InterruptedError:
+                    continue
+                if pid == 0:  # nobody exited: the control plane's turn
+                    if not self.signals:
+                        self._tick(rollouts)
+                    time.sleep(_TICK_S)
                     continue
                 if pid not in self.workers:
                     continue

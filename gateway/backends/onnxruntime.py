@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._proto import model_config_pb2 as mc
-from ..errors import InvalidArgument, LoadError
+from ..errors import Internal, InvalidArgument, LoadError
 from ..tensors import DATATYPES, Signature, TensorSpec, declared_specs
 
 __all__ = ["OnnxRuntimeBackend", "OrtOptions"]
@@ -234,11 +234,14 @@ class OnnxRuntimeBackend:
                 feed[name] = _to_str(name, feed[name])
         names = list(outputs)
         rows = next(iter(feed.values())).shape[0] if self._batched and feed else 1
-        if rows <= self._inline_rows:
-            result = self._session.run(names, feed)
-        else:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, self._session.run, names, feed)
+        try:
+            if rows <= self._inline_rows:
+                result = self._session.run(names, feed)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._executor, self._session.run, names, feed)
+        except Exception as exc:  # ORT's own untyped errors: the model failed on these inputs
+            raise Internal(f"onnxruntime failed on this request: {exc}") from None
         return dict(zip(names, result, strict=True))
 
     async def close(self) -> None:

@@ -25,13 +25,13 @@ from typing import Any
 
 from ..registry import Registry
 from ..routing import policies_of, unknown_versions
-from ..settings import ConfigSource, ModelSettings, Settings, SettingsError
+from ..settings import RUNTIME_FILE, ConfigSource, ModelSettings, Settings, SettingsError
 
 __all__ = ["Applied", "ConfigControl"]
 
 log = logging.getLogger("gateway.control")
 
-TRAFFIC_FIELDS = frozenset({"traffic", "sticky", "shadow", "compare", "shadow_max_inflight"})
+TRAFFIC_FIELDS = frozenset({"traffic", "sticky", "shadow", "compare", "shadow_max_inflight", "rollout"})
 """The per-model fields a running gateway changes; everything else takes a restart."""
 
 
@@ -70,17 +70,21 @@ class ConfigControl:
         self._lock = asyncio.Lock()
         self._seen = self._file_state()
 
-    def _file_state(self) -> tuple[int, int, int, str] | None:
-        """What tells a changed file: its (resolved) inode, mtime and size. A Kubernetes
-        ConfigMap swaps a symlink; the path then resolves to a new inode."""
-        path = self._source.path
-        if path is None:
-            return None
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size, os.path.realpath(path))
+    def _file_state(self) -> dict[str, Any]:
+        """What tells a changed config file ("file") or runtime traffic file ("rollout"): each
+        one's (resolved) inode, mtime and size. A Kubernetes ConfigMap swaps a symlink; the path
+        then resolves to a new inode."""
+        paths = {"rollout": self.settings.state_dir / RUNTIME_FILE}
+        if self._source.path is not None:
+            paths["file"] = self._source.path
+        state: dict[str, Any] = {}
+        for role, path in paths.items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            state[role] = (st.st_ino, st.st_mtime_ns, st.st_size, os.path.realpath(path))
+        return state
 
     async def reload(self, source: str) -> Applied | None:
         """Read the config again and apply it; a refused config is logged and changes nothing.
@@ -122,9 +126,11 @@ class ConfigControl:
             return applied
 
     async def poll(self) -> Applied | None:
-        """Apply the config file if it changed since it was last seen (the caller polls)."""
+        """Apply the config if its file or the runtime traffic file (a rollout's steps) changed
+        since last seen (the caller polls)."""
         state = self._file_state()
-        if state is None or state == self._seen:
+        if state == self._seen:
             return None
+        source = "file" if state.get("file") != self._seen.get("file") else "rollout"
         self._seen = state
-        return await self.reload("file")
+        return await self.reload(source)

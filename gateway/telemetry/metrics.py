@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from ._histogram import LATENCY_BOUNDS, Histogram, buckets, merge_counts
 from ._routing import RoutingFamilies, ShadowStats
 
-__all__ = ["Histogram", "Metrics", "SnapshotCollector", "VersionMetrics", "serve_metrics"]
+__all__ = ["Histogram", "Metrics", "SnapshotCollector", "VersionMetrics", "read_snapshots", "serve_metrics"]
 
 
 @dataclass(eq=False)
@@ -164,6 +164,15 @@ class Metrics:
         return registry
 
 
+def read_snapshots(directory: Path) -> Iterator[dict[str, Any]]:
+    """The workers' latest snapshots in a directory."""
+    for path in sorted(directory.glob("worker-*.json")):
+        try:
+            yield json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced right now; the next read sees it
+
+
 class SnapshotCollector:
     """A prometheus_client collector over one or more snapshots (one per worker), summed."""
 
@@ -172,14 +181,7 @@ class SnapshotCollector:
 
     @classmethod
     def from_directory(cls, directory: Path) -> SnapshotCollector:
-        def read() -> Iterator[dict[str, Any]]:
-            for path in sorted(directory.glob("worker-*.json")):
-                try:
-                    yield json.loads(path.read_text())
-                except (OSError, ValueError):
-                    continue  # being replaced right now; the next scrape sees it
-
-        return cls(read)
+        return cls(lambda: read_snapshots(directory))
 
     def collect(self) -> Iterable[Any]:
         ok: dict[tuple[str, str, str], int] = {}

@@ -204,10 +204,13 @@ def test_traffic_problems_are_all_listed_at_once(repo: Path) -> None:
         assert expected in text, (expected, text)
 
 
-def test_a_shadow_of_a_version_that_takes_traffic_is_refused(repo: Path) -> None:
-    model = {"traffic": {"1": 90, "2": 10}, "shadow": {"2": 0.5}}
-    with pytest.raises(SettingsError, match="version '2' also takes traffic"):
+def test_a_shadow_of_the_only_version_that_takes_traffic_is_refused(repo: Path) -> None:
+    model = {"traffic": {"1": 100, "2": 0}, "shadow": {"1": 0.5}}
+    with pytest.raises(SettingsError, match="version '1' is the only version that takes traffic"):
         load_settings(overrides={"model_repository": repo, "models": {"m": model}}, environ={})
+    # a canary mirrored from the baseline's requests: its own requests are not mirrored to it
+    model = {"traffic": {"1": 90, "2": 10}, "shadow": {"2": 1.0}}
+    assert load_settings(overrides={"model_repository": repo, "models": {"m": model}}, environ={})
 
 
 def test_sticky_needs_a_split(repo: Path) -> None:
