@@ -38,6 +38,7 @@ BatchingFactory = Callable[[ModelSource, Backend], tuple[BatchingPolicy | None, 
 """(source, backend) -> (the version's batching policy or None, the p99 target in ms or None)."""
 
 READY, LOADING, UNAVAILABLE, FAILED = "READY", "LOADING", "UNAVAILABLE", "FAILED"
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # a failed load is tried again after 1, 2, 4, ... 30 s
 """A model's states. UNAVAILABLE: unloaded on request; FAILED: its last load failed (reason says
 why). RepositoryIndex reports FAILED as Triton does, UNAVAILABLE with the reason."""
 
@@ -151,6 +152,9 @@ class Registry:
         self._locks: dict[str, asyncio.Lock] = {}
         self._retiring: dict[asyncio.Task[None], list[ModelVersion]] = {}
         self._policies: Mapping[str, TrafficPolicy] = {}
+        self._retries: dict[str, asyncio.Task[None]] = {}  # model -> its next load attempt
+        self._backoff: dict[str, float] = {}  # model -> the wait before its next attempt
+        self._closed = False
         self.revision = 0  # rises with each applied traffic policy
         self.sticky_keys: frozenset[str] = frozenset()  # metadata keys some model routes by
 
@@ -254,6 +258,7 @@ class Registry:
             if previous is None:
                 self._publish(Model(name, LOADING))
             built = await self._build(name, self.policy(name), previous, reuse=False)
+            self._follow_up(name, built)
             if built.model is None:
                 error = built.error()
                 if previous is None or previous.state != READY:
@@ -267,6 +272,43 @@ class Registry:
             if built.errors:
                 raise built.error()
             return built.model
+
+    def _follow_up(self, name: str, built: _Built) -> None:
+        """After a load attempt: try again later (backing off) while something failed, as a
+        remote Triton that is not up yet will come up; forget the backoff once all loaded."""
+        if not built.errors:
+            self._backoff.pop(name, None)
+            return
+        if self._closed or name in self._retries:
+            return
+        delay = self._backoff.get(name, RETRY_FIRST_S)
+        self._backoff[name] = min(delay * 2, RETRY_MAX_S)
+        log.warning("model '%s': trying the failed load again in %.0f s", name, delay)
+        task = asyncio.get_running_loop().create_task(self._retry(name, delay))
+        self._retries[name] = task
+
+    async def _retry(self, name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._retries.pop(name, None)
+        model = self._models.get(name)
+        if model is None or model.state in (UNAVAILABLE, LOADING):  # unloaded, or a load is on
+            return
+        if model.state == FAILED:
+            with contextlib.suppress(GatewayError):  # logged; the next attempt is scheduled
+                await self.load(name)
+            return
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            current = self._models.get(name)
+            if current is not model:  # changed meanwhile: that change scheduled its own retry
+                return
+            built = await self._build(name, self.policy(name), model, reuse=True)
+            self._follow_up(name, built)
+            if built.model is None:
+                return
+            self._publish(self._with_router(built.model))
+            self._retire(built.retired)
+        log.info("model '%s' ready: versions %s", name, ", ".join(built.model.versions))
+        await self._changed(name)
 
     async def apply(self, policies: Mapping[str, TrafficPolicy]) -> dict[str, dict[str, str]]:
         """Serve new traffic policies: load the versions they add (while the old snapshot
@@ -300,8 +342,9 @@ class Registry:
                 found = builds.get(name)
                 table[name] = self._with_router(found.model if found is not None and found.model else model)
             self._swap(table)
-            for built in builds.values():
+            for name, built in builds.items():
                 self._retire(built.retired)
+                self._follow_up(name, built)
         for name in builds:
             await self._changed(name)
         return {
@@ -413,6 +456,11 @@ class Registry:
 
     async def close(self) -> None:
         """Close every backend now (the server has drained its calls)."""
+        self._closed = True
+        retries, self._retries = self._retries, {}
+        for retry in retries.values():
+            retry.cancel()
+        await asyncio.gather(*retries.values(), return_exceptions=True)
         retiring, self._retiring = dict(self._retiring), {}
         for task in retiring:
             task.cancel()

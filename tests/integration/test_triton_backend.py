@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from gateway.examples import identity, mlp, write_config
 from tests.peers.gateway import GatewayProcess, metric, scrape
-from tests.peers.triton import TritonServer, make_onnx_python_model, triton_available
+from tests.peers.triton import TritonServer, free_port, make_onnx_python_model, triton_available
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -317,3 +317,38 @@ def test_caller_deadline_reaches_triton(tmp_path: Path, tritons: list[TritonServ
         assert err.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     finally:
         assert proc.terminate() == 0
+
+
+def test_a_gateway_started_before_its_triton_serves_once_triton_is_up(
+    tmp_path: Path, onnx_files: dict[str, Path]
+) -> None:
+    """Start in any order: the remote version's load is retried (backing off) until Triton
+    answers; meanwhile the model is UNAVAILABLE with the reason and ServerReady is false."""
+    port = free_port()
+    triton = TritonServer(
+        triton_repo(tmp_path / "triton", onnx_files), grpc_port=port, log_path=tmp_path / "t.log"
+    )
+    config = {"versions": {"1": {"backend": "triton", "endpoints": [f"127.0.0.1:{port}"], "model": "mlp"}}}
+    proc = gateway_for(tmp_path, {"fraud": config})
+    try:
+        assert "0 of 1 models loaded (failed: fraud)" in proc.log()
+        client = grpcclient.InferenceServerClient(proc.url)
+        assert not client.is_server_ready()
+        x = np.ones((1, 32), np.float32)
+        with pytest.raises(InferenceServerException) as err:
+            infer(client, "fraud", x)
+        assert err.value.status() == "StatusCode.UNAVAILABLE" and "no endpoint served" in err.value.message()
+        triton.start()
+        deadline = time.monotonic() + 60  # retries back off to 2, 4, 8 s ... after a few failures
+        while True:
+            try:
+                infer(client, "fraud", x, client_timeout=5)
+                break
+            except InferenceServerException:
+                assert time.monotonic() < deadline, proc.log()
+                time.sleep(0.2)
+        assert client.is_server_ready() and client.is_model_ready("fraud")
+        assert "trying the failed load again" in proc.log()
+    finally:
+        assert proc.terminate() == 0, proc.log()
+        triton.close()
