@@ -13,16 +13,19 @@ With one worker everything runs in this process instead (gateway/server.py).
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from .settings import ConfigSource, Settings
 
@@ -36,12 +39,36 @@ _RESTART_BACKOFF_S = 1.0
 _TICK_S = 0.25  # how often the supervisor reaps workers and drives rollouts
 
 
-def _reserve_port(host: str, port: int) -> socket.socket:
+def _reserve_port(host: str, port: int) -> tuple[socket.socket, IO[bytes]]:
+    """The port the workers share, and a lock that only this supervisor holds on it: SO_REUSEPORT
+    alone would let a second gateway bind the same port and take half the connections."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host.strip("[]"), port))
-    return sock
+    try:
+        sock.bind((host.strip("[]"), port))
+        bound = sock.getsockname()[1]
+        lock = open(Path(tempfile.gettempdir()) / f"modelgate-{host.strip('[]')}-{bound}.lock", "ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise OSError(errno.EADDRINUSE, "in use by another modelgate") from None
+    except OSError:
+        sock.close()
+        raise
+    return sock, lock
+
+
+def _check_free(host: str, port: int) -> None:
+    """Raise OSError when `port` cannot be bound now (checked before forking, so a busy metrics
+    port stops the start instead of leaving workers behind)."""
+    if port <= 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host.strip("[]"), port))
 
 
 def run(settings: Settings, source: ConfigSource | None = None) -> int:
@@ -106,8 +133,22 @@ class _Supervisor:
 
     def run(self) -> int:
         s = self.settings
-        holder = _reserve_port(s.host, s.grpc_port)
+        try:
+            holder, lock = _reserve_port(s.host, s.grpc_port)
+        except OSError as exc:
+            print(f"modelgate: cannot bind gRPC to {s.host}:{s.grpc_port}: {exc.strerror}", file=sys.stderr)
+            return 2
         port = holder.getsockname()[1]
+        try:
+            _check_free(s.host, s.metrics_port)
+        except OSError as exc:
+            print(
+                f"modelgate: cannot bind metrics to {s.host}:{s.metrics_port}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            holder.close()
+            lock.close()
+            return 2
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         for index in range(s.workers):
@@ -155,6 +196,7 @@ class _Supervisor:
                     self._spawn(index, port)
         finally:
             holder.close()
+            lock.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()

@@ -262,6 +262,24 @@ def test_a_second_gateway_on_a_busy_port_refuses_to_start(gateway: GatewayProces
         assert infer_mlp(c, "1") == "1"
 
 
+def test_a_second_supervisor_on_a_busy_port_refuses_to_start(repo: Path) -> None:
+    """SO_REUSEPORT lets any process that asks share the port: the supervisor also holds a lock
+    on it, so a second `--workers N` gateway fails instead of taking half the connections; a
+    busy metrics port is found before any worker is forked."""
+    first = GatewayProcess(repo, "--workers", "2").wait_ready(lines=2)
+    try:
+        for busy in (["--grpc-port", str(first.port)], ["--metrics-port", str(first.metrics_port)]):
+            second = GatewayProcess(repo, "--workers", "2", *busy)
+            assert second.proc.wait(60) == 2, second.log()
+            second.terminate()
+            assert "cannot bind" in second.log() and "Traceback" not in second.log(), second.log()
+            assert "workers sharing" not in second.log()  # nothing was forked
+        with grpcclient.InferenceServerClient(first.url) as c:
+            assert infer_mlp(c, "1") == "1"
+    finally:
+        assert first.terminate() == 0, first.log()
+
+
 def test_concurrency_cap_refuses_the_excess_and_leaks_nothing(tmp_path: Path) -> None:
     repo = slow_repo(tmp_path / "models", 10_000)  # ~0.1 s a call, one at a time
     (tmp_path / "cap.yaml").write_text("max_inflight_requests: 2\n")
