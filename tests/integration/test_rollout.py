@@ -45,10 +45,13 @@ def gather_model(limit: int = 2) -> bytes:
 
 
 class Hammer:
-    """Clients calling model `m` without pause until stopped; counts answers by version."""
+    """Clients calling a model (`m`) without pause until stopped; counts answers by version."""
 
-    def __init__(self, url: str, width: int = 32, value: float = 0.5, threads: int = 4) -> None:
+    def __init__(
+        self, url: str, width: int = 32, value: float = 0.5, threads: int = 4, model: str = "m"
+    ) -> None:
         self.stop = threading.Event()
+        self.model = model
         self.versions: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -63,7 +66,7 @@ class Hammer:
             x.set_data_from_numpy(self.x)
             while not self.stop.is_set():
                 try:
-                    key = c.infer("m", [x]).get_response().model_version
+                    key = c.infer(self.model, [x]).get_response().model_version
                     counts = self.versions
                 except InferenceServerException as exc:
                     key, counts = str(exc.status()), self.errors
@@ -115,12 +118,14 @@ def test_a_healthy_canary_is_promoted_through_every_step(tmp_path: Path, workers
     assert proc.terminate() == 0, proc.log()
 
 
-def only(proc: GatewayProcess, version: str, width: int, value: float, timeout: float = 15) -> bool:
+def only(
+    proc: GatewayProcess, version: str, width: int, value: float, timeout: float = 15, model: str = "m"
+) -> bool:
     """Whether, within `timeout`, half a second of load is served by `version` alone, error-free
     (workers take the new weights within a poll interval of the runtime file)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        load = Hammer(proc.url, width=width, value=value)
+        load = Hammer(proc.url, width=width, value=value, model=model)
         time.sleep(0.5)
         load.finish()
         if set(load.versions) == {version} and not load.errors:

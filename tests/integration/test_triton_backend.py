@@ -19,7 +19,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from gateway.examples import identity, mlp, write_config
+from gateway.examples import identity, mlp, write_config, write_version
 from tests.peers.gateway import GatewayProcess, metric, scrape
 from tests.peers.triton import TritonServer, free_port, make_onnx_python_model, triton_available
 
@@ -349,6 +349,41 @@ def test_a_gateway_started_before_its_triton_serves_once_triton_is_up(
                 time.sleep(0.2)
         assert client.is_server_ready() and client.is_model_ready("fraud")
         assert "trying the failed load again" in proc.log()
+    finally:
+        assert proc.terminate() == 0, proc.log()
+        triton.close()
+
+
+def test_a_triton_canary_whose_triton_dies_mid_rollout_is_rolled_back(
+    tmp_path: Path, onnx_files: dict[str, Path]
+) -> None:
+    from tests.integration.test_rollout import Hammer, only, wait_log
+
+    triton = TritonServer(triton_repo(tmp_path / "triton", onnx_files), log_path=tmp_path / "t.log").start()
+    write_version(tmp_path / "models", "fraud", 1, onnx_files["mlp"].read_bytes())  # the baseline, local
+    rollout = {"canary": "2", "steps": [50, 100], "interval_s": 60, "min_requests": 20}
+    rollout |= {"max_p99_ratio": None, "max_shadow_disagreement": None}
+    model = {**remote(triton), "traffic": {"1": 100}, "rollout": rollout}
+    model["versions"]["2"] = model["versions"].pop("1")  # the canary is version 2, on Triton
+    config = {"models": {"fraud": model}, "state_dir": str(tmp_path / "state")}
+    config["triton"] = {"probe_interval_s": 0.2, "eject_after_failures": 2}
+    (tmp_path / "gateway.json").write_text(json.dumps(config))
+    proc = GatewayProcess(tmp_path / "models", "--config", str(tmp_path / "gateway.json")).wait_ready()
+    load = Hammer(proc.url, model="fraud")
+    try:
+        deadline = time.monotonic() + 30
+        while load.versions.get("2", 0) < 30:  # the canary serves its half
+            assert time.monotonic() < deadline, (load.versions, proc.log())
+            time.sleep(0.05)
+        triton.kill()
+        wait_log(proc, "rolled back at step 1")
+    finally:
+        load.finish()
+    try:
+        line = next(ln for ln in proc.log().splitlines() if "rolled back at step 1" in ln)
+        assert "error rate" in line, line
+        assert load.errors.get("StatusCode.UNAVAILABLE", 0) > 0
+        assert only(proc, "1", 32, 0.5, model="fraud")  # the baseline alone, error-free
     finally:
         assert proc.terminate() == 0, proc.log()
         triton.close()
