@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["run"]
 
 log = logging.getLogger("gateway.supervisor")
-_RESTART_BACKOFF_S = 1.0
+_RESTART_FIRST_S, _RESTART_MAX_S = 1.0, 30.0  # a crash-looping worker waits 1, 2, 4 ... 30 s
+_STABLE_S = 10.0  # a worker that lived this long was not crash-looping: its backoff starts over
 _TICK_S = 0.25  # how often the supervisor reaps workers and drives rollouts
 
 
@@ -84,10 +86,15 @@ class _Supervisor:
         self.settings = settings
         self.source = source
         self.workers: dict[int, int] = {}  # pid -> worker index
+        self.started: dict[int, float] = {}  # worker index -> when it was last forked
+        self.backoff: dict[int, float] = {}  # worker index -> its next restart's wait
+        self.pending: dict[int, float] = {}  # worker index -> when it is restarted
+        self.restarts = 0
         self.signals = 0
         self.snapshot_dir = Path(tempfile.mkdtemp(prefix="modelgate-metrics-"))
 
     def _spawn(self, index: int, port: int) -> None:
+        self.started[index] = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
@@ -110,6 +117,30 @@ class _Supervisor:
             finally:
                 os._exit(code)
         self.workers[pid] = index
+
+    def _schedule_restart(self, index: int, pid: int, code: int) -> None:
+        """Restart a worker that died on its own, backing off while it keeps dying young."""
+        lived = time.monotonic() - self.started.get(index, 0.0)
+        wait = _RESTART_FIRST_S if lived >= _STABLE_S else self.backoff.get(index, _RESTART_FIRST_S)
+        self.backoff[index] = min(wait * 2, _RESTART_MAX_S)
+        self.pending[index] = time.monotonic() + wait
+        self.restarts += 1
+        looping = " (crash loop: backing off)" if lived < _STABLE_S and wait > _RESTART_FIRST_S else ""
+        log.error(
+            "worker %d (pid %d) exited with %d after %.1f s; restarting in %.0f s%s",
+            index, pid, code, lived, wait, looping,
+        )  # fmt: skip
+        self._write_state()
+
+    def _write_state(self) -> None:
+        """The supervisor's own counters, beside the workers' snapshots, for /metrics."""
+        crash_looping = sum(1 for i in self.pending if self.backoff.get(i, 0) > 2 * _RESTART_FIRST_S)
+        path = self.snapshot_dir / "supervisor.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"supervisor": {"restarts": self.restarts, "crash_looping": crash_looping}})
+        )
+        tmp.replace(path)
 
     def _tick(self, rollouts: RolloutDriver) -> None:
         try:
@@ -154,11 +185,12 @@ class _Supervisor:
         for index in range(s.workers):
             self._spawn(index, port)
         print(f"modelgate: {s.workers} workers sharing gRPC port {port}", flush=True)
+        self._write_state()
 
         from prometheus_client import CollectorRegistry
 
         from .control import RolloutDriver
-        from .telemetry import SnapshotCollector, read_snapshots, serve_metrics
+        from .telemetry import SnapshotCollector, read_snapshots, retire_worker, serve_metrics
 
         rollouts = RolloutDriver(self.source or ConfigSource(), lambda: read_snapshots(self.snapshot_dir))
 
@@ -171,15 +203,19 @@ class _Supervisor:
 
         status = 0
         try:
-            while self.workers:
+            while self.workers or (self.pending and not self.signals):
                 try:
                     pid, wait_status = os.waitpid(-1, os.WNOHANG)
                 except ChildProcessError:
-                    break
+                    pid, wait_status = 0, 0
                 except InterruptedError:
                     continue
-                if pid == 0:  # nobody exited: the control plane's turn
+                if pid == 0:  # nobody exited: restarts that are due, then the control plane's turn
                     if not self.signals:
+                        now = time.monotonic()
+                        for index in [i for i, at in self.pending.items() if at <= now]:
+                            del self.pending[index]
+                            self._spawn(index, port)
                         self._tick(rollouts)
                     time.sleep(_TICK_S)
                     continue
@@ -187,13 +223,12 @@ class _Supervisor:
                     continue
                 index = self.workers.pop(pid)
                 code = os.waitstatus_to_exitcode(wait_status)
-                if self.signals:
-                    status = status or (0 if code == 0 else 1)
+                retire_worker(self.snapshot_dir, pid)  # its counters stay, its gauges go
+                if self.signals:  # stopped by the signal passed on (maybe before it could drain)
+                    clean = code in (0, -signal.SIGTERM, -signal.SIGINT)
+                    status = status or (0 if clean else 1)
                     continue
-                log.error("worker %d (pid %d) exited with %d; restarting", index, pid, code)
-                time.sleep(_RESTART_BACKOFF_S)
-                if not self.signals:
-                    self._spawn(index, port)
+                self._schedule_restart(index, pid, code)
         finally:
             holder.close()
             lock.close()

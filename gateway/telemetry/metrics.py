@@ -165,8 +165,9 @@ class Metrics:
 
 
 def read_snapshots(directory: Path) -> Iterator[dict[str, Any]]:
-    """The workers' latest snapshots in a directory."""
-    for path in sorted(directory.glob("worker-*.json")):
+    """The workers' latest snapshots in a directory (a dead one's in the retired sum), and the
+    supervisor's own counters."""
+    for path in sorted(directory.glob("*.json")):
         try:
             yield json.loads(path.read_text())
         except (OSError, ValueError):
@@ -191,13 +192,16 @@ class SnapshotCollector:
         batching: dict[tuple[str, str], dict[str, Any]] = {}
         upstream = _Upstream()
         routing = RoutingFamilies()
+        supervisor: dict[str, int] = {}
         inflight = 0
         for snap in self._snapshots():
             inflight += snap.get("inflight", 0)
             routing.add_worker(snap)
             for model, n in snap.get("load_failures", {}).items():
                 load_failures[model] = load_failures.get(model, 0) + n
-            for v in snap["versions"]:
+            if "supervisor" in snap:
+                supervisor = snap["supervisor"]
+            for v in snap.get("versions", ()):
                 key = (v["model"], v["version"])
                 for code, n in [("OK", v["ok"]), *v["failures"].items()]:
                     ok[(*key, code)] = ok.get((*key, code), 0) + n
@@ -241,6 +245,17 @@ class SnapshotCollector:
             failures.add_metric((model,), n)
         yield failures
         yield GaugeMetricFamily("modelgate_inflight_requests", "Inference requests being served.", inflight)
+        if supervisor:  # --workers N
+            yield CounterMetricFamily(
+                "modelgate_worker_restarts",
+                "Workers restarted after dying on their own.",
+                supervisor["restarts"],
+            )
+            yield GaugeMetricFamily(
+                "modelgate_workers_crash_looping",
+                "Workers waiting out a restart backoff after dying young again.",
+                supervisor["crash_looping"],
+            )
 
 
 _BATCHING_GAUGES = (

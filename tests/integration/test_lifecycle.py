@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -260,6 +262,44 @@ def test_a_second_gateway_on_a_busy_port_refuses_to_start(gateway: GatewayProces
         assert "cannot bind" in second.log() and "Traceback" not in second.log(), second.log()
     with grpcclient.InferenceServerClient(gateway.url) as c:  # the first one is untouched
         assert infer_mlp(c, "1") == "1"
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True).stdout
+    return sorted(int(p) for p in out.split())
+
+
+def test_a_killed_worker_is_replaced_its_counters_kept_and_a_crash_loop_backs_off(repo: Path) -> None:
+    proc = GatewayProcess(repo, "--workers", "2").wait_ready(lines=2)
+    try:
+        for _ in range(20):
+            with grpcclient.InferenceServerClient(proc.url) as c:
+                assert infer_mlp(c, "1") == "1"
+        deadline = time.monotonic() + 10
+        while metric(scrape(proc.metrics_port), "modelgate_requests_total", model="mlp", code="OK") < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        survivor, victim = worker_pids(proc.proc.pid)
+        for restarts, wait in enumerate((1, 2), 1):  # dying young again doubles the wait
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while f"restarting in {wait} s" not in proc.log():
+                assert time.monotonic() < deadline, proc.log()
+                time.sleep(0.05)
+            while len(pids := worker_pids(proc.proc.pid)) < 2 or victim in pids:
+                assert time.monotonic() < deadline, proc.log()
+                time.sleep(0.05)
+            (victim,) = set(pids) - {survivor}  # its replacement
+            proc.wait_ready(lines=2 + restarts)
+        assert "crash loop" in proc.log()
+        text = scrape(proc.metrics_port)
+        assert metric(text, "modelgate_requests_total", model="mlp", code="OK") >= 20  # never backwards
+        assert metric(text, "modelgate_worker_restarts_total") == 2
+        assert metric(text, "modelgate_inflight_requests") == 0
+        with grpcclient.InferenceServerClient(proc.url) as c:
+            assert infer_mlp(c, "1") == "1"
+    finally:
+        assert proc.terminate() == 0, proc.log()
 
 
 def test_a_second_supervisor_on_a_busy_port_refuses_to_start(repo: Path) -> None:

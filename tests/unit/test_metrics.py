@@ -63,3 +63,42 @@ def test_in_process_versions_export_no_upstream_series() -> None:
     text = exposition(worker_snapshot(1, {}))
     assert "modelgate_upstream_calls_total{" not in text
     assert "modelgate_upstream_ejected{" not in text
+
+
+def test_a_dead_workers_counters_fold_into_the_retired_sum_and_its_gauges_go(tmp_path: Any) -> None:
+    import json
+
+    from gateway.telemetry import Metrics, read_snapshots, retire_worker
+
+    live = worker_snapshot(
+        3, {"retries": 1, "endpoints": [endpoint("a:1", {"OK": 3}, ejected=1, outstanding=2)]}
+    )
+    dead = []
+    for pid, ok in ((101, 5), (102, 7)):
+        metrics = Metrics()
+        version = metrics.for_version("fraud", "1")
+        for _ in range(ok):
+            version.succeeded(1, 1_000_000, 0, 0, 0)
+        version.routes["weighted"] = ok
+        shadow = metrics.for_shadow("fraud", "1", "2")
+        shadow.compared(True, 0.0, 2, 2)
+        metrics.inflight = 4  # it died with calls in flight
+        metrics.weights = [("fraud", "1", 1.0)]
+        snapshot = metrics.snapshot()
+        (tmp_path / f"worker-{pid}.json").write_text(json.dumps(snapshot))
+        dead.append(snapshot)
+    (tmp_path / "worker-7.json").write_text(json.dumps(live))
+    before = exposition(*read_snapshots(tmp_path))
+    for pid in (101, 102):
+        retire_worker(tmp_path, pid)
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["worker-7.json", "worker-retired.json"]
+    after = exposition(*read_snapshots(tmp_path))
+    for line in (
+        'modelgate_requests_total{code="OK",model="fraud",version="1"} 15.0',  # 3 live + 5 + 7 dead
+        'modelgate_routed_requests_total{model="fraud",route="weighted",version="1"} 12.0',
+        'modelgate_shadow_requests_total{model="fraud",outcome="agree",primary="1",shadow="2"} 2.0',
+        'modelgate_request_duration_seconds_count{model="fraud",version="1"} 15.0',
+    ):
+        assert line in before and line in after, line
+    assert "modelgate_inflight_requests 8.0" in before and "modelgate_inflight_requests 0.0" in after
+    assert 'modelgate_traffic_weight{model="fraud",version="1"} 1.0' not in after
