@@ -37,7 +37,7 @@ from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .routing import policies_of
 from .settings import ConfigSource, Settings
 from .telemetry import Metrics, serve_metrics
-from .transport import InferenceServicer, new_server, resolve_transport
+from .transport import InferenceServicer, add_inference_service, new_server, resolve_transport
 
 __all__ = ["Gateway", "run_worker"]
 
@@ -167,11 +167,7 @@ class Gateway:
         server = new_server(
             self.transport, max_message_bytes=s.max_message_bytes, reuse_port=self._reuse_port
         )
-        from ._proto import inference_pb2_grpc
-
-        inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.dataplane), server
-        )
+        add_inference_service(InferenceServicer(self.dataplane), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         _add_to_pool(health_pb2, reflection_pb2)
         reflection.enable_server_reflection(

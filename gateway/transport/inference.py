@@ -1,4 +1,10 @@
-"""The `inference.GRPCInferenceService` servicer: convert, call the data plane, convert back."""
+"""The `inference.GRPCInferenceService` servicer: convert, call the data plane, convert back.
+
+ModelInfer and ModelStreamInfer take their request bytes raw and parse them here, so a body
+that is not a ModelInferRequest is INVALID_ARGUMENT with a plain message (on a stream: that
+message's error, and the stream goes on), never the transport's UNKNOWN or INTERNAL with a
+Python exception text.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,56 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
+import grpc
+from google.protobuf.message import DecodeError
+
 from .._proto import inference_pb2 as pb
 from .._proto import inference_pb2_grpc as pb_grpc
 from ..dataplane import DataPlane
-from ..errors import GatewayError
+from ..errors import GatewayError, InvalidArgument
 from ..telemetry.tracing import TRACEPARENT
 from ._errors import handled, internal_message
 from ._server import deadline_of
 
-__all__ = ["InferenceServicer"]
+__all__ = ["InferenceServicer", "add_inference_service", "parse_request"]
 
 Ctx: TypeAlias = Any  # grpc.aio.ServicerContext; grpcio ships no type information
+
+
+RAW_REQUESTS = frozenset({"ModelInfer", "ModelStreamInfer"})
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+
+
+def add_inference_service(servicer: InferenceServicer, server: Any) -> None:
+    """Register every method of the service on a server (either transport), as the generated
+    adder does, except that RAW_REQUESTS get their request bytes unparsed."""
+    makers = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+    }
+    handlers = {}
+    for method in SERVICE.methods:
+        request = getattr(pb, method.input_type.name)
+        response = getattr(pb, method.output_type.name)
+        make = makers[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=None if method.name in RAW_REQUESTS else request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
+
+
+def parse_request(data: bytes) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest()
+    try:
+        request.ParseFromString(data)
+    except DecodeError:
+        raise InvalidArgument("request body is not a valid ModelInferRequest") from None
+    return request
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -77,16 +122,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
     @handled
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Ctx) -> pb.ModelInferResponse:
+    async def ModelInfer(self, body: bytes, context: Ctx) -> pb.ModelInferResponse:
+        request = parse_request(body)
         deadline = deadline_of(context)
         if self._dp.forwards_trace:
             TRACEPARENT.set(_traceparent(context))
         keys = self._dp.sticky_keys
         return await self._dp.infer(request, deadline, _metadata(context, keys) if keys else None)
 
-    async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Ctx
-    ) -> None:
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[bytes], context: Ctx) -> None:
         """Many requests in flight on one stream; each answer is written, tagged by the
         request's `id`, as soon as it is ready. A failed request gets an `error_message` and the
         stream goes on. At most `stream_window` requests are read ahead of the answers written,
@@ -100,8 +144,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         tasks: set[asyncio.Task[None]] = set()
         started = 0
 
-        async def answer(request: pb.ModelInferRequest) -> None:
+        async def answer(body: bytes) -> None:
+            request = pb.ModelInferRequest()
             try:
+                request = parse_request(body)
                 response = pb.ModelStreamInferResponse(
                     infer_response=await self._dp.infer(request, None, metadata)
                 )
@@ -114,9 +160,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def read() -> None:
             nonlocal started
             try:
-                async for request in request_iterator:
+                async for body in request_iterator:
                     await window.acquire()
-                    task = asyncio.create_task(answer(request))
+                    task = asyncio.create_task(answer(body))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                     started += 1

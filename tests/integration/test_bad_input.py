@@ -721,6 +721,62 @@ def test_random_requests_get_documented_statuses(stub: Stub) -> None:
     assert {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND} <= set(seen), seen
 
 
+SERVICE = "inference.GRPCInferenceService"
+CORRUPT = b"\xff\xff\xff\xff\x0f garbage"  # a field key whose varint never ends
+
+
+def test_a_corrupt_body_is_invalid_argument_on_unary_and_on_streams(
+    channel: grpc.Channel, gateway: GatewayProcess
+) -> None:
+    unary = channel.unary_unary(f"/{SERVICE}/ModelInfer", request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as err:
+        unary(CORRUPT, timeout=CALL_TIMEOUT_S)
+    assert err.value.code() == Code.INVALID_ARGUMENT
+    assert err.value.details() == "request body is not a valid ModelInferRequest"
+    stream = channel.stream_stream(
+        f"/{SERVICE}/ModelStreamInfer",
+        request_serializer=None,
+        response_deserializer=pb.ModelStreamInferResponse.FromString,
+    )
+    good = pb.ModelInferRequest(model_name="mlp", model_version="1", id="good")
+    good.inputs.add(name="x", datatype="FP32", shape=[1, 32])
+    good.raw_input_contents.append(bytes(32 * 4))
+    answers = list(stream(iter([CORRUPT, good.SerializeToString()]), timeout=CALL_TIMEOUT_S))
+    errors = [a.error_message for a in answers]
+    assert "[INVALID_ARGUMENT] request body is not a valid ModelInferRequest" in errors
+    assert [a.infer_response.id for a in answers if not a.error_message] == ["good"]  # the stream went on
+    assert "DecodeError" not in gateway.log() and "Traceback" not in gateway.log()
+
+
+def test_random_bytes_as_the_body_get_documented_statuses(channel: grpc.Channel) -> None:
+    unary = channel.unary_unary(f"/{SERVICE}/ModelInfer", request_serializer=None, response_deserializer=None)
+    stream = channel.stream_stream(
+        f"/{SERVICE}/ModelStreamInfer",
+        request_serializer=None,
+        response_deserializer=pb.ModelStreamInferResponse.FromString,
+    )
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None)
+    @given(body=st.binary(max_size=256))
+    def check(body: bytes) -> None:
+        try:
+            unary(body, timeout=CALL_TIMEOUT_S)
+            code, details = Code.OK, ""
+        except grpc.RpcError as err:
+            code, details = err.code(), err.details() or ""
+        assert code in ALLOWED, f"{code}: {details}: {body!r}"
+        for leak in LEAKS:
+            assert leak not in details, details
+        (answer,) = list(stream(iter([body]), timeout=CALL_TIMEOUT_S))
+        if answer.error_message:
+            assert answer.error_message.split("]")[0][1:] in {c.name for c in ALLOWED}, answer.error_message
+            for leak in LEAKS:
+                assert leak not in answer.error_message, answer.error_message
+
+    check()
+    assert_serves(pb_grpc.GRPCInferenceServiceStub(channel))
+
+
 NAME_RPCS = [
     ("ModelMetadata", pb.ModelMetadataRequest),
     ("ModelConfig", pb.ModelConfigRequest),
