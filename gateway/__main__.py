@@ -2,7 +2,7 @@
 
     modelgate serve --model-repository ./models [--config gateway.yaml] [--host 127.0.0.1]
                     [--grpc-port 8001] [--metrics-port 8002] [--workers N] [--grace-s 10]
-                    [--transport auto|native|grpcio]
+                    [--shutdown-delay-s 0] [--transport auto|native|grpcio]
                     [--model-control-mode explicit|none] [--batching auto|on|off] [--log-level info]
     modelgate example-repository DIR
 
@@ -30,6 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
         "metrics_port": args.metrics_port,
         "workers": args.workers,
         "grace_s": args.grace_s,
+        "shutdown_delay_s": args.shutdown_delay_s,
         "transport": args.transport,
         "model_control_mode": args.model_control_mode,
         "log_level": args.log_level,
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, help="Prometheus /metrics port (default 8002; 0: any free; -1: off)"
     )
     serve.add_argument("--workers", type=int, help="worker processes sharing the gRPC port (default 1)")
+    serve.add_argument(
+        "--shutdown-delay-s",
+        type=float,
+        help="on SIGTERM, seconds of serving while health says NOT_SERVING, before draining (default 0)",
+    )
     serve.add_argument(
         "--transport",
         choices=("auto", "native", "grpcio"),

@@ -158,6 +158,7 @@ class Gateway:
         self._metrics_server: Any = None
         self._snapshot_dir = snapshot_dir
         self._closed = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second signal: skip the shutdown delay
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -254,17 +255,25 @@ class Gateway:
             await self._sync_overall_health()
 
     async def close(self, grace: float | None = None) -> None:
-        """Drain and stop. Safe to call twice: the second call shortens the grace to zero."""
+        """Health NOT_SERVING (and ServerReady false), then `shutdown_delay_s` more of serving, then
+        refuse new calls and drain within the grace period. Safe to call twice: the second
+        call cuts the delay and the grace to zero."""
         if self._server is None:
             self._closed.set()
             return
         grace = self.settings.grace_s if grace is None else grace
         if self._closing:
+            self._hurry.set()  # no more shutdown delay
             await self._server.stop(0)
             return
         self._closing = True
-        self.dataplane.accepting = False
-        await self.health.enter_graceful_shutdown()
+        self.dataplane.accepting = False  # ServerReady false
+        await self.health.enter_graceful_shutdown()  # health NOT_SERVING
+        delay = self.settings.shutdown_delay_s
+        if delay > 0 and grace > 0:  # load balancers see NOT_SERVING while calls still succeed
+            log.info("shutdown delay: serving %.1fs more while health says NOT_SERVING", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), delay)
         log.info("draining: up to %.1fs for in-flight calls", grace)
         await self._server.stop(grace)
         await self.dataplane.close()

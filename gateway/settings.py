@@ -326,6 +326,12 @@ class Settings(_Strict):
         "(grpc.aio: TLS-capable, no wheel needed), or auto: native where pygrpc-native is installed.",
     )
     grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight calls may take to finish.")
+    shutdown_delay_s: float = Field(
+        0.0,
+        ge=0,
+        description="On SIGTERM, how long to go on serving while health says NOT_SERVING, before new "
+        "calls are refused: time for a load balancer to notice (Kubernetes: a few seconds).",
+    )
     max_message_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest gRPC message received or sent."
     )

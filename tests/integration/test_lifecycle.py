@@ -218,6 +218,31 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
     assert health_pb2.HealthCheckResponse.NOT_SERVING in watch_updates
 
 
+def test_shutdown_delay_serves_on_while_health_says_not_serving(repo: Path) -> None:
+    """A load balancer needs time to see NOT_SERVING: calls keep succeeding for
+    shutdown_delay_s, then the port drains and closes."""
+    proc = GatewayProcess(repo, "--shutdown-delay-s", "5").wait_ready()
+    client = grpcclient.InferenceServerClient(proc.url)
+    with grpc.insecure_channel(proc.url) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        proc.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while (
+            health.Check(health_pb2.HealthCheckRequest(service="")).status
+            == health_pb2.HealthCheckResponse.SERVING
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not client.is_server_ready()
+        assert infer_mlp(client, "1") == "1"  # still served during the delay
+    assert "draining: up to" not in proc.log()
+    assert proc.proc.wait(30) == 0, proc.log()
+    proc.terminate()
+    text = proc.log()
+    assert text.index("shutdown delay: serving 5.0s more") < text.index("draining: up to")
+    client.close()
+
+
 def test_prometheus_metrics(gateway: GatewayProcess, client: grpcclient.InferenceServerClient) -> None:
     before = metric(
         scrape(gateway.metrics_port), "modelgate_requests_total", model="pinned", version="2", code="OK"
