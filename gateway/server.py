@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -47,7 +48,10 @@ SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 OVERALL = ""  # the health service name that stands for the whole server
 SNAPSHOT_S = 1.0  # how often a worker hands its counters to the supervisor
 CONFIG_POLL_S = 0.5  # how often the config file is checked for changes
-ROLLOUT_TICK_S = 0.25  # how often rollouts look at the counters
+ROLLOUT_TICK_S = 0.25
+PARENT_POLL_S = (
+    1.0  # how often a worker checks that its supervisor is alive  # how often rollouts look at the counters
+)
 
 
 def _add_to_pool(*files: Any) -> None:
@@ -187,7 +191,7 @@ class Gateway:
             self.port = 0
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {address}: port in use or address not available")
-        await self.health.set(OVERALL, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._sync_overall_health()  # NOT_SERVING until loaded (a worker loads first)
         await server.start()
         self._server = server
         if self._metrics_port >= 0:
@@ -258,7 +262,8 @@ class Gateway:
         """Health NOT_SERVING (and ServerReady false), then `shutdown_delay_s` more of serving, then
         refuse new calls and drain within the grace period. Safe to call twice: the second
         call cuts the delay and the grace to zero."""
-        if self._server is None:
+        if self._server is None:  # not serving yet (a worker still loading)
+            self._closing = True
             self._closed.set()
             return
         grace = self.settings.grace_s if grace is None else grace
@@ -338,10 +343,25 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     loop.add_signal_handler(signal.SIGHUP, lambda: gateway._spawn(_reload(gateway)))
+    if reuse_port:  # a supervisor's worker: it goes when its supervisor does
+        gateway._spawn(_watch_parent(gateway, os.getppid()))
+    closed = loop.create_task(gateway.wait_closed())
+    loading = loop.create_task(gateway.load())
+    if reuse_port:  # one of several workers: the others serve meanwhile, so listen once ready
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({loading, closed}, return_when=asyncio.FIRST_COMPLETED)
+        if gateway.closing or not loading.done():
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            await gateway.registry.close()
+            await asyncio.gather(*gateway._tasks, return_exceptions=True)
+            print(f"modelgate{label}: stopped", flush=True)
+            return 0
     try:
         await gateway.start()
     except OSError as exc:  # a busy port: one clear line, exit 2
         print(f"modelgate{label}: {exc}", file=sys.stderr, flush=True)
+        loading.cancel()
         return 2
     print(
         f"modelgate{label}: gRPC listening on {bind_address(settings.host, gateway.port)}"
@@ -353,11 +373,8 @@ async def _serve(
         ),
         flush=True,
     )
-    loading = loop.create_task(gateway.load())
     with contextlib.suppress(asyncio.CancelledError):
-        done, _ = await asyncio.wait(
-            {loading, loop.create_task(gateway.wait_closed())}, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait({loading, closed}, return_when=asyncio.FIRST_COMPLETED)
     if loading in done and not gateway.closing:
         failed = loading.result()
         models = len(gateway.registry.models)
@@ -371,6 +388,16 @@ async def _serve(
     await asyncio.gather(loading, *gateway._tasks, return_exceptions=True)
     print(f"modelgate{label}: stopped", flush=True)
     return 0
+
+
+async def _watch_parent(gateway: Gateway, parent: int) -> None:
+    """Drain and stop when the supervisor is gone (killed: no signal reached the workers)."""
+    while not gateway.closing:
+        await asyncio.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:
+            log.error("the supervisor (pid %d) is gone: draining", parent)
+            await gateway.close()
+            return
 
 
 async def _reload(gateway: Gateway) -> None:

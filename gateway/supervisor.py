@@ -13,6 +13,7 @@ With one worker everything runs in this process instead (gateway/server.py).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import json
@@ -38,6 +39,7 @@ __all__ = ["run"]
 log = logging.getLogger("gateway.supervisor")
 _RESTART_FIRST_S, _RESTART_MAX_S = 1.0, 30.0  # a crash-looping worker waits 1, 2, 4 ... 30 s
 _STABLE_S = 10.0  # a worker that lived this long was not crash-looping: its backoff starts over
+_PR_SET_PDEATHSIG = 1
 _TICK_S = 0.25  # how often the supervisor reaps workers and drives rollouts
 
 
@@ -60,6 +62,16 @@ def _reserve_port(host: str, port: int) -> tuple[socket.socket, IO[bytes]]:
         sock.close()
         raise
     return sock, lock
+
+
+def _term_with_parent() -> None:
+    """Linux: SIGTERM this process (a worker) when its supervisor dies, even by SIGKILL. The
+    worker also checks its parent every second (gateway/server.py), on every platform."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _check_free(host: str, port: int) -> None:
@@ -101,6 +113,7 @@ class _Supervisor:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
+                _term_with_parent()
                 from .server import run_worker
 
                 code = run_worker(

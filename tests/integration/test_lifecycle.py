@@ -327,6 +327,54 @@ def test_a_killed_worker_is_replaced_its_counters_kept_and_a_crash_loop_backs_of
         assert proc.terminate() == 0, proc.log()
 
 
+def test_a_restarted_worker_takes_no_connection_before_it_is_ready(tmp_path: Path) -> None:
+    """With SO_REUSEPORT the kernel spreads new connections over the listening workers: a
+    worker reloading its models must not listen yet, or those connections fail."""
+    root = slow_repo(tmp_path, 40_000)  # seconds of warm-up
+    write_version(root, "mlp", 1, mlp(seed=1))
+    proc = GatewayProcess(root, "--workers", "2").wait_ready(lines=2, timeout=120)
+    try:
+        os.kill(worker_pids(proc.proc.pid)[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while "restarting in" not in proc.log():
+            assert time.monotonic() < deadline, proc.log()
+            time.sleep(0.02)
+        failures: list[str] = []
+        calls = 0
+        while proc.log().count(": ready,") < 3:  # until the replacement is ready
+            assert time.monotonic() < deadline + 90, proc.log()
+            try:
+                with grpcclient.InferenceServerClient(proc.url) as c:  # a new connection each time
+                    infer_mlp(c, "1")
+            except InferenceServerException as exc:
+                failures.append(str(exc.status()))
+            calls += 1
+        assert failures == [] and calls > 10, (failures, calls)
+    finally:
+        assert proc.terminate() == 0, proc.log()
+
+
+def test_workers_go_when_their_supervisor_is_killed(repo: Path) -> None:
+    proc = GatewayProcess(repo, "--workers", "2").wait_ready(lines=2)
+    workers = worker_pids(proc.proc.pid)
+    assert len(workers) == 2
+    os.kill(proc.proc.pid, signal.SIGKILL)
+    proc.proc.wait(30)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers):
+        assert time.monotonic() < deadline, proc.log()
+        time.sleep(0.05)
+    proc.terminate()
+    assert "Traceback" not in proc.log(), proc.log()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
 def test_a_second_supervisor_on_a_busy_port_refuses_to_start(repo: Path) -> None:
     """SO_REUSEPORT lets any process that asks share the port: the supervisor also holds a lock
     on it, so a second `--workers N` gateway fails instead of taking half the connections; a
