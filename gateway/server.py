@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from ._console import say
 from ._proto import inference_pb2
 from ._proto._pool import POOL
 from .backends import Backend
@@ -355,38 +356,36 @@ async def _serve(
             await asyncio.gather(loading, return_exceptions=True)
             await gateway.registry.close()
             await asyncio.gather(*gateway._tasks, return_exceptions=True)
-            print(f"modelgate{label}: stopped", flush=True)
+            say(f"modelgate{label}: stopped")
             return 0
     try:
         await gateway.start()
     except OSError as exc:  # a busy port: one clear line, exit 2
-        print(f"modelgate{label}: {exc}", file=sys.stderr, flush=True)
+        say(f"modelgate{label}: {exc}", sys.stderr)
         loading.cancel()
         return 2
-    print(
+    say(
         f"modelgate{label}: gRPC listening on {bind_address(settings.host, gateway.port)}"
         + f" ({gateway.transport} transport)"
         + (
             f", metrics on http://{bind_address(settings.host, gateway.metrics_port)}/metrics"
             if gateway.metrics_port >= 0
             else ""
-        ),
-        flush=True,
+        )
     )
     with contextlib.suppress(asyncio.CancelledError):
         done, _ = await asyncio.wait({loading, closed}, return_when=asyncio.FIRST_COMPLETED)
     if loading in done and not gateway.closing:
         failed = loading.result()
         models = len(gateway.registry.models)
-        print(
+        say(
             f"modelgate{label}: ready, {models - len(failed)} of {models} models loaded"
-            + (f" (failed: {', '.join(failed)})" if failed else ""),
-            flush=True,
+            + (f" (failed: {', '.join(failed)})" if failed else "")
         )
     await gateway.wait_closed()
     loading.cancel()
     await asyncio.gather(loading, *gateway._tasks, return_exceptions=True)
-    print(f"modelgate{label}: stopped", flush=True)
+    say(f"modelgate{label}: stopped")
     return 0
 
 

@@ -326,6 +326,12 @@ class Settings(_Strict):
         "(grpc.aio: TLS-capable, no wheel needed), or auto: native where pygrpc-native is installed.",
     )
     grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight calls may take to finish.")
+    worker_heartbeat_s: float = Field(
+        5.0,
+        ge=0,
+        description="With --workers N: a serving worker that has not handed over its counters for "
+        "this long (hung, or stopped) is killed and replaced. 0: never.",
+    )
     shutdown_delay_s: float = Field(
         0.0,
         ge=0,

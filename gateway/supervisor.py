@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, TYPE_CHECKING
 
+from ._console import say
 from .settings import ConfigSource, Settings
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class _Supervisor:
         self.backoff: dict[int, float] = {}  # worker index -> its next restart's wait
         self.pending: dict[int, float] = {}  # worker index -> when it is restarted
         self.restarts = 0
+        self.missed = 0  # workers killed for a missed heartbeat
         self.signals = 0
         self.snapshot_dir = Path(tempfile.mkdtemp(prefix="modelgate-metrics-"))
 
@@ -131,6 +133,24 @@ class _Supervisor:
                 os._exit(code)
         self.workers[pid] = index
 
+    def _check_heartbeats(self) -> None:
+        """Kill a worker whose snapshot (written every second once it serves) went stale: its
+        loop is hung or the process is stopped. It is then reaped and replaced as if it died."""
+        limit = self.settings.worker_heartbeat_s
+        if limit <= 0:
+            return
+        now = time.time()
+        for pid, index in list(self.workers.items()):
+            try:
+                age = now - (self.snapshot_dir / f"worker-{pid}.json").stat().st_mtime
+            except OSError:
+                continue  # still loading: it has not served yet
+            if age > limit:
+                log.error("worker %d (pid %d) missed its heartbeat for %.1f s: replacing it", index, pid, age)
+                self.missed += 1
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
     def _schedule_restart(self, index: int, pid: int, code: int) -> None:
         """Restart a worker that died on its own, backing off while it keeps dying young."""
         lived = time.monotonic() - self.started.get(index, 0.0)
@@ -150,9 +170,8 @@ class _Supervisor:
         crash_looping = sum(1 for i in self.pending if self.backoff.get(i, 0) > 2 * _RESTART_FIRST_S)
         path = self.snapshot_dir / "supervisor.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps({"supervisor": {"restarts": self.restarts, "crash_looping": crash_looping}})
-        )
+        state = {"restarts": self.restarts, "crash_looping": crash_looping, "heartbeats_missed": self.missed}
+        tmp.write_text(json.dumps({"supervisor": state}))
         tmp.replace(path)
 
     def _tick(self, rollouts: RolloutDriver) -> None:
@@ -197,7 +216,7 @@ class _Supervisor:
             signal.signal(sig, self._on_signal)
         for index in range(s.workers):
             self._spawn(index, port)
-        print(f"modelgate: {s.workers} workers sharing gRPC port {port}", flush=True)
+        say(f"modelgate: {s.workers} workers sharing gRPC port {port}")
         self._write_state()
 
         from prometheus_client import CollectorRegistry
@@ -212,7 +231,7 @@ class _Supervisor:
             registry = CollectorRegistry(auto_describe=False)
             registry.register(SnapshotCollector.from_directory(self.snapshot_dir))
             metrics_server, metrics_port = serve_metrics(s.metrics_port, s.host, registry)
-            print(f"modelgate: metrics on http://{s.host}:{metrics_port}/metrics", flush=True)
+            say(f"modelgate: metrics on http://{s.host}:{metrics_port}/metrics")
 
         status = 0
         try:
@@ -229,6 +248,7 @@ class _Supervisor:
                         for index in [i for i, at in self.pending.items() if at <= now]:
                             del self.pending[index]
                             self._spawn(index, port)
+                        self._check_heartbeats()
                         self._tick(rollouts)
                     time.sleep(_TICK_S)
                     continue
@@ -249,5 +269,5 @@ class _Supervisor:
                 metrics_server.shutdown()
                 metrics_server.server_close()
             shutil.rmtree(self.snapshot_dir, ignore_errors=True)
-        print("modelgate: stopped", flush=True)
+        say("modelgate: stopped")
         return status

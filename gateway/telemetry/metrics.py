@@ -251,6 +251,11 @@ class SnapshotCollector:
                 "Workers restarted after dying on their own.",
                 supervisor["restarts"],
             )
+            yield CounterMetricFamily(
+                "modelgate_worker_heartbeats_missed",
+                "Workers killed and replaced because they stopped handing over their counters (hung).",
+                supervisor.get("heartbeats_missed", 0),
+            )
             yield GaugeMetricFamily(
                 "modelgate_workers_crash_looping",
                 "Workers waiting out a restart backoff after dying young again.",

@@ -354,6 +354,32 @@ def test_a_restarted_worker_takes_no_connection_before_it_is_ready(tmp_path: Pat
         assert proc.terminate() == 0, proc.log()
 
 
+def test_a_hung_worker_is_found_by_its_heartbeat_and_replaced(repo: Path, tmp_path: Path) -> None:
+    (tmp_path / "gateway.yaml").write_text("worker_heartbeat_s: 3\n")
+    proc = GatewayProcess(repo, "--workers", "2", "--config", str(tmp_path / "gateway.yaml")).wait_ready(
+        lines=2
+    )
+    try:
+        hung = worker_pids(proc.proc.pid)[0]
+        os.kill(hung, signal.SIGSTOP)  # a stopped process writes nothing, answers nothing
+        deadline = time.monotonic() + 30
+        while "missed its heartbeat" not in proc.log():
+            assert time.monotonic() < deadline, proc.log()
+            time.sleep(0.05)
+        assert f"(pid {hung}) missed its heartbeat" in proc.log(), proc.log()
+        proc.wait_ready(lines=3, timeout=60)  # its replacement
+        assert hung not in worker_pids(proc.proc.pid)
+        deadline = time.monotonic() + 10
+        while metric(scrape(proc.metrics_port), "modelgate_worker_heartbeats_missed_total") != 1:
+            assert time.monotonic() < deadline, proc.log()
+            time.sleep(0.1)
+        for _ in range(10):
+            with grpcclient.InferenceServerClient(proc.url) as c:
+                assert infer_mlp(c, "1") == "1"
+    finally:
+        assert proc.terminate() == 0, proc.log()
+
+
 def test_workers_go_when_their_supervisor_is_killed(repo: Path) -> None:
     proc = GatewayProcess(repo, "--workers", "2").wait_ready(lines=2)
     workers = worker_pids(proc.proc.pid)

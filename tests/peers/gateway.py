@@ -60,8 +60,8 @@ class GatewayProcess:
                 self.port = int(m.group(1))
             if m := re.search(r"metrics on http://[\d.]+:(\d+)", line):
                 self.metrics_port = int(m.group(1))
-            if ": ready," in line:
-                self._ready_lines += 1
+            if ": ready," in line:  # workers share stdout: count every one on the line
+                self._ready_lines += line.count(": ready,")
                 self._ready.set()
 
     def wait_ready(self, timeout: float = 60.0, lines: int = 1) -> GatewayProcess:
