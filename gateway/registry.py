@@ -75,15 +75,17 @@ class Model:
     def pinned(self, version: str) -> ModelVersion:
         """The version a request names: NOT_FOUND when the model never declared it, UNAVAILABLE
         when it is declared but not loaded."""
-        found = self.versions.get(version)
-        if found is not None:
-            return found
-        if version in self.failed:
-            raise Unavailable(f"model '{self.name}' version '{version}' is not ready: {self.failed[version]}")
-        raise NotFound(
-            f"model '{self.name}' has no version '{version}' "
-            f"(serving: {', '.join(sorted(self.versions, key=int))})"
-        )
+        try:
+            found = self.router.pinned(version)
+        except KeyError:
+            raise NotFound(
+                f"model '{self.name}' has no version '{version}' "
+                f"(serving: {', '.join(sorted(self.versions, key=int))})"
+            ) from None
+        if found is None:
+            why = self.failed.get(version, "not loaded")
+            raise Unavailable(f"model '{self.name}' version '{version}' is not ready: {why}")
+        return found
 
     @functools.cached_property
     def latest(self) -> ModelVersion | None:
@@ -223,11 +225,15 @@ class Registry:
     def set_policies(self, policies: Mapping[str, TrafficPolicy]) -> int:
         """Take the traffic policies before any model is loaded (at start); a running gateway
         changes them with `apply`. Returns the new revision."""
+        self._take(policies)
+        self._swap({name: self._with_router(model) for name, model in self._models.items()})
+        return self.revision
+
+    def _take(self, policies: Mapping[str, TrafficPolicy]) -> None:
+        """The policies every router built from now on reads, under a new revision."""
         self._policies = dict(policies)
         self.sticky_keys = frozenset(p.sticky_metadata for p in policies.values() if p.sticky_metadata)
         self.revision += 1
-        self._swap({name: self._with_router(model) for name, model in self._models.items()})
-        return self.revision
 
     def policy(self, name: str) -> TrafficPolicy:
         return self._policies.get(name, NO_POLICY)
@@ -334,9 +340,7 @@ class Registry:
                 for built in builds.values():
                     await _close_versions(built.new)
                 raise
-            self._policies = dict(policies)
-            self.sticky_keys = frozenset(p.sticky_metadata for p in policies.values() if p.sticky_metadata)
-            self.revision += 1
+            self._take(policies)
             table = {}
             for name, model in self._models.items():
                 found = builds.get(name)

@@ -12,6 +12,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -725,19 +726,25 @@ SERVICE = "inference.GRPCInferenceService"
 CORRUPT = b"\xff\xff\xff\xff\x0f garbage"  # a field key whose varint never ends
 
 
-def test_a_corrupt_body_is_invalid_argument_on_unary_and_on_streams(
-    channel: grpc.Channel, gateway: GatewayProcess
-) -> None:
+def raw_calls(channel: grpc.Channel) -> tuple[Any, Any]:
+    """ModelInfer and ModelStreamInfer sending bytes as they are (the body need not parse)."""
     unary = channel.unary_unary(f"/{SERVICE}/ModelInfer", request_serializer=None, response_deserializer=None)
-    with pytest.raises(grpc.RpcError) as err:
-        unary(CORRUPT, timeout=CALL_TIMEOUT_S)
-    assert err.value.code() == Code.INVALID_ARGUMENT
-    assert err.value.details() == "request body is not a valid ModelInferRequest"
     stream = channel.stream_stream(
         f"/{SERVICE}/ModelStreamInfer",
         request_serializer=None,
         response_deserializer=pb.ModelStreamInferResponse.FromString,
     )
+    return unary, stream
+
+
+def test_a_corrupt_body_is_invalid_argument_on_unary_and_on_streams(
+    channel: grpc.Channel, gateway: GatewayProcess
+) -> None:
+    unary, stream = raw_calls(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        unary(CORRUPT, timeout=CALL_TIMEOUT_S)
+    assert err.value.code() == Code.INVALID_ARGUMENT
+    assert err.value.details() == "request body is not a valid ModelInferRequest"
     good = pb.ModelInferRequest(model_name="mlp", model_version="1", id="good")
     good.inputs.add(name="x", datatype="FP32", shape=[1, 32])
     good.raw_input_contents.append(bytes(32 * 4))
@@ -749,12 +756,7 @@ def test_a_corrupt_body_is_invalid_argument_on_unary_and_on_streams(
 
 
 def test_random_bytes_as_the_body_get_documented_statuses(channel: grpc.Channel) -> None:
-    unary = channel.unary_unary(f"/{SERVICE}/ModelInfer", request_serializer=None, response_deserializer=None)
-    stream = channel.stream_stream(
-        f"/{SERVICE}/ModelStreamInfer",
-        request_serializer=None,
-        response_deserializer=pb.ModelStreamInferResponse.FromString,
-    )
+    unary, stream = raw_calls(channel)
 
     @settings(max_examples=150, deadline=None, derandomize=True, database=None)
     @given(body=st.binary(max_size=256))
