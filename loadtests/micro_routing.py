@@ -5,7 +5,9 @@ without a traffic policy, side by side in one run.
                                       [--concurrency 64] [--backend fake|ort]
 
 1. One routing decision (`Router.choose`), in a tight loop: the default route (no policy), a
-   weighted draw over two versions, a sticky key over two versions, a pin.
+   weighted draw over two versions, a sticky key over two versions, a pin. Then the other
+   pieces a request gained: a shadow comparison, the route response parameters, parsing the
+   request body in the servicer rather than in the transport.
 2. DataPlane.infer on the example repository's `mlp` (1 x 32 FP32, batching off), in
    interleaved rounds of --calls requests each, medians over --rounds, for the variants
        none       no traffic section: today's default route
@@ -69,6 +71,41 @@ def decisions(n: int) -> None:
     for _ in range(n):
         router.pinned("2")
     print(f"| pinned | {(time.perf_counter_ns() - began) / n:,.0f} |")
+
+
+def pieces(n: int) -> None:
+    """The per-request pieces routing and shadows added, each alone."""
+    from gateway.routing import compare
+    from gateway.transport.inference import parse_request
+
+    a = {"y": np.random.default_rng(1).random((1, 8), np.float32)}
+    b = {"y": np.random.default_rng(2).random((1, 8), np.float32)}
+    request = pb.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 32])
+    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
+    body = request.SerializeToString()
+
+    def response(params: bool) -> None:
+        r = pb.ModelInferResponse(model_name="mlp", model_version="1", id="")
+        if params:
+            r.parameters["route"].string_param = "weighted"
+            r.parameters["policy_revision"].int64_param = 3
+
+    cases = {
+        "shadow comparison, 1 x 8 FP32 output, disagreeing": lambda: compare(a, b, ["y"], 1e-4, 1e-3),
+        "response without route parameters": lambda: response(False),
+        "response with route and policy_revision": lambda: response(True),
+        "request parse: the transport's FromString": lambda: pb.ModelInferRequest.FromString(body),
+        "request parse: parse_request (raw bytes, INVALID_ARGUMENT on garbage)": lambda: parse_request(body),
+    }
+    print(f"\nPieces, {n:,} each in a tight loop\n")
+    print("| piece | ns |")
+    print("|---|---|")
+    for label, call in cases.items():
+        began = time.perf_counter_ns()
+        for _ in range(n):
+            call()
+        print(f"| {label} | {(time.perf_counter_ns() - began) / n:,.0f} |")
 
 
 async def build(repo: Path, variant: str, backend: str) -> Gateway:
@@ -147,6 +184,7 @@ def main() -> int:
     parser.add_argument("--backend", choices=("fake", "ort"), default="fake")
     args = parser.parse_args()
     decisions(args.decisions)
+    pieces(args.decisions // 4)
     with tempfile.TemporaryDirectory() as tmp:
         uvloop.run(dataplane(example_repository(Path(tmp)), args))
     return 0
