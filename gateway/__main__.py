@@ -1,9 +1,10 @@
 """The `modelgate` command.
 
     modelgate serve --model-repository ./models [--config gateway.yaml] [--host 127.0.0.1]
-                    [--grpc-port 8001] [--metrics-port 8002] [--workers N] [--grace-s 10]
+                    [--grpc-port 8001] [--metrics-port 8002] [--admin-port 8003] [--workers N] [--grace-s 10]
                     [--shutdown-delay-s 0] [--transport auto|native|grpcio]
                     [--model-control-mode explicit|none] [--batching auto|on|off] [--log-level info]
+    modelgate admin [--address 127.0.0.1:8003] [--json] status|config|apply|traffic|... (gateway/admin_cli.py)
     modelgate example-repository DIR
 
 Imports stay inside the commands: with --workers N the supervisor must fork before grpc or
@@ -28,6 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         "host": args.host,
         "grpc_port": args.grpc_port,
         "metrics_port": args.metrics_port,
+        "admin_port": args.admin_port,
         "workers": args.workers,
         "grace_s": args.grace_s,
         "shutdown_delay_s": args.shutdown_delay_s,
@@ -78,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics-port", type=int, help="Prometheus /metrics port (default 8002; 0: any free; -1: off)"
     )
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        help="admin API gRPC port, bound to admin_host (default 8003 on 127.0.0.1; 0: any free; -1: off)",
+    )
     serve.add_argument("--workers", type=int, help="worker processes sharing the gRPC port (default 1)")
     serve.add_argument(
         "--shutdown-delay-s",
@@ -104,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     serve.set_defaults(func=_serve)
+
+    from .admin_cli import add_admin_parser
+
+    add_admin_parser(commands)
 
     example = commands.add_parser("example-repository", help="write the example model repository")
     example.add_argument("out", type=Path)

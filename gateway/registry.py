@@ -217,23 +217,31 @@ class Registry:
             if model.state == READY and model.router.split
             for version, share in model.router.weights().items()
         ]
+        self._metrics.models = {
+            name: {
+                "state": model.state,
+                "reason": model.reason,
+                "versions": list(model.versions),
+                "failed": dict(model.failed),
+            }
+            for name, model in table.items()
+        }
 
     async def _changed(self, name: str) -> None:
         if self._on_change is not None:
             await self._on_change(name)
 
-    def set_policies(self, policies: Mapping[str, TrafficPolicy]) -> int:
+    def set_policies(self, policies: Mapping[str, TrafficPolicy], revision: int) -> None:
         """Take the traffic policies before any model is loaded (at start); a running gateway
-        changes them with `apply`. Returns the new revision."""
-        self._take(policies)
+        changes them with `apply`."""
+        self._take(policies, revision)
         self._swap({name: self._with_router(model) for name, model in self._models.items()})
-        return self.revision
 
-    def _take(self, policies: Mapping[str, TrafficPolicy]) -> None:
-        """The policies every router built from now on reads, under a new revision."""
+    def _take(self, policies: Mapping[str, TrafficPolicy], revision: int) -> None:
+        """The policies every router built from now on reads, under the control plane's revision."""
         self._policies = dict(policies)
         self.sticky_keys = frozenset(p.sticky_metadata for p in policies.values() if p.sticky_metadata)
-        self.revision += 1
+        self.revision = revision
 
     def policy(self, name: str) -> TrafficPolicy:
         return self._policies.get(name, NO_POLICY)
@@ -316,7 +324,7 @@ class Registry:
         log.info("model '%s' ready: versions %s", name, ", ".join(built.model.versions))
         await self._changed(name)
 
-    async def apply(self, policies: Mapping[str, TrafficPolicy]) -> dict[str, dict[str, str]]:
+    async def apply(self, policies: Mapping[str, TrafficPolicy], revision: int) -> dict[str, dict[str, str]]:
         """Serve new traffic policies: load the versions they add (while the old snapshot
         serves), publish every model with its new router in one swap, then drain and close
         the versions no policy or version policy keeps. A model that cannot be read refuses
@@ -340,7 +348,7 @@ class Registry:
                 for built in builds.values():
                     await _close_versions(built.new)
                 raise
-            self._take(policies)
+            self._take(policies, revision)
             table = {}
             for name, model in self._models.items():
                 found = builds.get(name)

@@ -32,14 +32,16 @@ from .backends import Backend
 from .backends.onnxruntime import OnnxRuntimeBackend, OrtOptions, default_intra_op_threads
 from .backends.triton import TritonBackend, TritonOptions
 from .batching import BatchingPolicy, resolve_policy
-from .control import ConfigControl, RolloutDriver
+from .control import ConfigControl, ControlPlane, read_published
+from .control.plane import TICK_S
 from .dataplane import DataPlane
 from .registry import READY, Registry
 from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .routing import policies_of
-from .settings import ConfigSource, Settings
+from .settings import Settings
 from .telemetry import Metrics, serve_metrics
 from .transport import InferenceServicer, add_inference_service, new_server, resolve_transport
+from .transport.admin import start_admin_server
 
 __all__ = ["Gateway", "run_worker"]
 
@@ -48,11 +50,8 @@ log = logging.getLogger("gateway")
 SERVICE_NAME = inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 OVERALL = ""  # the health service name that stands for the whole server
 SNAPSHOT_S = 1.0  # how often a worker hands its counters to the supervisor
-CONFIG_POLL_S = 0.5  # how often the config file is checked for changes
-ROLLOUT_TICK_S = 0.25
-PARENT_POLL_S = (
-    1.0  # how often a worker checks that its supervisor is alive  # how often rollouts look at the counters
-)
+CONFIG_POLL_S = 0.25  # how often a worker looks for a newly published config
+PARENT_POLL_S = 1.0  # how often a worker checks that its supervisor is alive
 
 
 def _add_to_pool(*files: Any) -> None:
@@ -92,22 +91,26 @@ def remote_versions(settings: Settings) -> dict[str, dict[str, RemoteVersion]]:
 
 
 class Gateway:
-    """The gateway in one process. `metrics_port` -1 leaves metrics to someone else (the
-    supervisor, when there are several workers)."""
+    """A serving process. `metrics_port` -1 leaves metrics to someone else (the supervisor,
+    when there are several workers). It follows the configs published in `run_dir`, starting
+    from `revision`; with a `plane` (one process is the whole gateway) it also hosts the control
+    plane and its admin API."""
 
     def __init__(
         self,
         settings: Settings,
         *,
+        run_dir: Path,
+        revision: int = 1,
+        plane: ControlPlane | None = None,
         grpc_port: int | None = None,
         metrics_port: int | None = None,
         metrics: Metrics | None = None,
         snapshot_dir: Path | None = None,
         reuse_port: bool = False,
-        source: ConfigSource | None = None,
     ) -> None:
         self.settings = settings
-        self._source = source
+        self.plane = plane
         self._reuse_port = reuse_port
         self.metrics = metrics or Metrics()
         self._grpc_port = settings.grpc_port if grpc_port is None else grpc_port
@@ -140,15 +143,10 @@ class Gateway:
             on_change=self._on_model_change,
             batching=batching,
         )
-        self.registry.set_policies(policies_of(settings))
-        self.control = ConfigControl(self.registry, settings, source)
-        # with --workers N the supervisor drives rollouts; a lone process drives its own
-        self._drives_rollouts = snapshot_dir is None
-        self.rollouts = (
-            RolloutDriver(source or ConfigSource(), lambda: [self.metrics.snapshot()])
-            if self._drives_rollouts
-            else None
-        )
+        self.registry.set_policies(policies_of(settings), revision)
+        self.control = ConfigControl(self.registry, settings, run_dir)
+        if plane is not None:
+            plane.snapshots = lambda: [self.metrics.snapshot()]
         self.dataplane = DataPlane(
             self.registry,
             self.metrics,
@@ -158,6 +156,8 @@ class Gateway:
         self.health = HealthServicer()
         self.port = 0
         self.metrics_port = -1
+        self.admin_port = -1
+        self._admin_server: Any = None
         self.transport = ""
         self._server: Any = None  # grpc.aio.Server, or pygrpc-native's drop-in for it
         self._metrics_server: Any = None
@@ -205,11 +205,20 @@ class Gateway:
                 raise OSError(
                     f"cannot bind metrics to {bind_address(s.host, self._metrics_port)}: {exc}"
                 ) from None
+        if self.plane is not None and s.admin_port >= 0:
+            try:
+                self._admin_server, self.admin_port = await start_admin_server(
+                    self.plane, s.admin_host, s.admin_port
+                )
+            except OSError:
+                await server.stop(0)
+                self._stop_metrics()
+                raise
         if self._snapshot_dir is not None:
             self._spawn(self._publish_snapshots(self._snapshot_dir))
         self._spawn(self._watch_config())
-        if self._drives_rollouts:
-            self._spawn(self._drive_rollouts())
+        if self.plane is not None:
+            self._spawn(self._drive_plane(self.plane))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -222,16 +231,18 @@ class Gateway:
             await asyncio.to_thread(self.metrics.write_snapshot, directory)
             await asyncio.sleep(SNAPSHOT_S)
 
-    async def _drive_rollouts(self) -> None:
-        """The control plane's rollout driver, when this process is the whole gateway."""
-        assert self.rollouts is not None
+    async def _drive_plane(self, plane: ControlPlane) -> None:
+        """The control plane, when this process is the whole gateway: the config file and the
+        rollouts, every TICK_S."""
         while not self._closing:
-            await asyncio.sleep(ROLLOUT_TICK_S)
-            self.rollouts.tick()
+            await asyncio.sleep(TICK_S)
+            try:
+                plane.tick()
+            except Exception:  # the control plane must not take the data plane down with it
+                log.exception("control plane tick failed")
 
     async def _watch_config(self) -> None:
-        """Apply the config file whenever it changes (a ConfigMap's symlink swap included), and
-        the runtime traffic file a rollout writes."""
+        """Serve each config the control plane publishes."""
         while not self._closing:
             await asyncio.sleep(CONFIG_POLL_S)
             if not self._closing:
@@ -281,15 +292,21 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), delay)
         log.info("draining: up to %.1fs for in-flight calls", grace)
+        if self._admin_server is not None:
+            await self._admin_server.stop(0)
         await self._server.stop(grace)
         await self.dataplane.close()
         await self.registry.close()
         if self._snapshot_dir is not None:
             self.metrics.write_snapshot(self._snapshot_dir)
+        self._stop_metrics()
+        self._closed.set()
+
+    def _stop_metrics(self) -> None:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
-        self._closed.set()
+            self._metrics_server = None
 
     @property
     def closing(self) -> bool:
@@ -317,20 +334,24 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 async def _serve(
     settings: Settings,
+    run_dir: Path,
+    plane: ControlPlane | None,
     grpc_port: int | None,
     metrics_port: int | None,
     label: str,
     snapshot_dir: Path | None,
     reuse_port: bool,
-    source: ConfigSource | None,
 ) -> int:
+    published = read_published(run_dir)  # a restarted worker starts from the newest revision
     gateway = Gateway(
-        settings,
+        published.settings if published is not None else settings,
+        run_dir=run_dir,
+        revision=published.revision if published is not None else 1,
+        plane=plane,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
         snapshot_dir=snapshot_dir,
         reuse_port=reuse_port,
-        source=source,
     )
     loop = asyncio.get_running_loop()
     signals = 0
@@ -343,7 +364,12 @@ async def _serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    loop.add_signal_handler(signal.SIGHUP, lambda: gateway._spawn(_reload(gateway)))
+    if (
+        plane is not None
+    ):  # SIGHUP: read the config file again (the supervisor sends it to its control process)
+        loop.add_signal_handler(signal.SIGHUP, lambda: plane.reload("SIGHUP"))
+    else:
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
     if reuse_port:  # a supervisor's worker: it goes when its supervisor does
         gateway._spawn(_watch_parent(gateway, os.getppid()))
     closed = loop.create_task(gateway.wait_closed())
@@ -373,6 +399,8 @@ async def _serve(
             else ""
         )
     )
+    if gateway.admin_port >= 0:
+        say(f"modelgate{label}: admin API on {bind_address(settings.admin_host, gateway.admin_port)}")
     with contextlib.suppress(asyncio.CancelledError):
         done, _ = await asyncio.wait({loading, closed}, return_when=asyncio.FIRST_COMPLETED)
     if loading in done and not gateway.closing:
@@ -399,21 +427,21 @@ async def _watch_parent(gateway: Gateway, parent: int) -> None:
             return
 
 
-async def _reload(gateway: Gateway) -> None:
-    await gateway.control.reload("SIGHUP")
-
-
 def run_worker(
     settings: Settings,
+    run_dir: Path,
+    plane: ControlPlane | None = None,
     grpc_port: int | None = None,
     metrics_port: int | None = None,
     label: str = "",
     snapshot_dir: Path | None = None,
     reuse_port: bool = False,
-    source: ConfigSource | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; SIGHUP re-reads the config (`source`). Returns the process
-    exit status. `reuse_port`: this process is one of the supervisor's workers, which share the
-    port."""
+    """Serve until SIGTERM/SIGINT, following the configs published in `run_dir`; with `plane`,
+    this process is the whole gateway (control plane and admin API too; SIGHUP re-reads the
+    config). Returns the process exit status. `reuse_port`: this process is one of the
+    supervisor's workers, which share the port."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_serve(settings, grpc_port, metrics_port, label, snapshot_dir, reuse_port, source))
+        return runner.run(
+            _serve(settings, run_dir, plane, grpc_port, metrics_port, label, snapshot_dir, reuse_port)
+        )

@@ -7,7 +7,6 @@ environment variables (top-level fields, e.g. GATEWAY_GRPC_PORT=9001) < command-
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from pydantic import (
 )
 
 __all__ = [
-    "RUNTIME_FILE",
     "ConfigSource",
     "ModelSettings",
     "OnnxRuntimeSettings",
@@ -319,6 +317,14 @@ class Settings(_Strict):
     metrics_port: int = Field(
         8002, ge=-1, le=65535, description="Prometheus /metrics HTTP port (0: any free, -1: off)."
     )
+    admin_port: int = Field(
+        8003, ge=-1, le=65535, description="Admin API gRPC port (modelgate admin; 0: any free, -1: off)."
+    )
+    admin_host: str = Field(
+        "127.0.0.1",
+        description="Address the admin port binds to: loopback unless you mean it (the admin API "
+        "changes what is served).",
+    )
     workers: int = Field(1, ge=1, le=64, description="Worker processes sharing the gRPC port.")
     transport: Literal["auto", "native", "grpcio"] = Field(
         "auto",
@@ -389,16 +395,22 @@ def load_settings(
     config_file: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    text: str | None = None,
 ) -> Settings:
-    """Merge the sources and validate once. Raises SettingsError with every problem listed."""
+    """Merge the sources and validate once. Raises SettingsError with every problem listed.
+    `text`: the YAML itself instead of the file's (a config sent to the admin API)."""
     data: dict[str, Any] = {}
-    if config_file is not None:
+    if config_file is not None or text is not None:
+        where = f"config {config_file}" if text is None else "the config sent"
         try:
-            loaded = yaml.safe_load(config_file.read_text()) or {}
+            if text is None:
+                assert config_file is not None
+                text = config_file.read_text()
+            loaded = yaml.safe_load(text) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise SettingsError(f"cannot read config {config_file}: {exc}") from None
+            raise SettingsError(f"cannot read {where}: {exc}") from None
         if not isinstance(loaded, dict):
-            raise SettingsError(f"config {config_file}: top level must be a mapping")
+            raise SettingsError(f"{where}: top level must be a mapping")
         data.update(loaded)
     data.update(_env_overrides(os.environ if environ is None else environ))
     for key, value in (overrides or {}).items():
@@ -418,47 +430,12 @@ def load_settings(
 
 @dataclass(frozen=True)
 class ConfigSource:
-    """Where the settings came from (the YAML file and the command line's flags), so that a
-    running gateway can read them again the same way (gateway/control), and the runtime
-    traffic file in `state_dir` (a rollout's current weights) laid over them."""
+    """Where the settings came from (the YAML file and the command line's flags), so that the
+    control plane (gateway/control) can read them again the same way."""
 
     path: Path | None = None
     overrides: Mapping[str, Any] = dataclass_field(default_factory=dict)
 
-    def load(self, runtime: bool = True) -> Settings:
-        """The settings; with `runtime`, each rolling-out model's traffic is what its rollout
-        serves now (the runtime file's weights, or its first step's)."""
-        settings = load_settings(self.path, self.overrides)
-        return with_runtime_traffic(settings, read_runtime(settings.state_dir)) if runtime else settings
-
-
-RUNTIME_FILE = "traffic.json"
-
-
-def read_runtime(state_dir: Path) -> dict[str, Any]:
-    """The runtime traffic file: {"rollouts": {model: {canary, baseline, status, step, reason,
-    traffic}}}; empty when there is none (or it cannot be read: then the config serves)."""
-    try:
-        data = json.loads((state_dir / RUNTIME_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def with_runtime_traffic(settings: Settings, runtime: Mapping[str, Any]) -> Settings:
-    """`settings` with each rollout's current weights as its model's traffic. A runtime entry
-    counts only for the same canary and baseline (a new rollout starts at its first step)."""
-    rollouts = runtime.get("rollouts") or {}
-    models = dict(settings.models)
-    for name, model in settings.models.items():
-        if model.rollout is None:
-            continue
-        canary, baseline = model.rollout.canary, model.rollout_baseline()
-        entry = rollouts.get(name) or {}
-        if entry.get("canary") == canary and entry.get("baseline") == baseline and entry.get("traffic"):
-            traffic = {str(v): float(w) for v, w in entry["traffic"].items()}
-        else:
-            first = model.rollout.steps[0]
-            traffic = {str(baseline): 100.0 - first, canary: first}
-        models[name] = model.model_copy(update={"traffic": traffic})
-    return settings.model_copy(update={"models": models})
+    def load(self, text: str | None = None) -> Settings:
+        """The file's settings with the flags over them; `text`: this YAML instead of the file."""
+        return load_settings(None if text is not None else self.path, self.overrides, text=text)

@@ -37,6 +37,7 @@ Outputs = Mapping[str, np.ndarray]
 class Mirror:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        metrics.describe_recent = disagreements  # snapshots carry them to the admin API
         self._inflight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False

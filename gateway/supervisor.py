@@ -2,12 +2,13 @@
 
 The supervisor reserves the port (a bound, non-listening SO_REUSEPORT socket, which also turns
 port 0 into a concrete port every worker can share) and forks the workers before any gRPC object
-or ONNX Runtime session exists. Workers drop snapshots of their counters in a shared directory;
-the supervisor serves their sum on /metrics. It forwards SIGTERM/SIGINT to the workers (a second signal
-stops them at once) and SIGHUP (each worker re-reads the config), restarts a worker that dies on
-its own, and exits 0 after a clean drain. It drives rollouts from the workers' snapshots
-(gateway/control/rollout.py), writing their weights where every worker watches.
-With one worker everything runs in this process instead (gateway/server.py).
+or ONNX Runtime session exists. It also forks the control process (gateway/controller.py: the
+control plane, its rollouts and the admin API), which publishes each config revision in the run
+directory for the workers. Workers drop snapshots of their counters in that directory; the
+supervisor serves their sum on /metrics. It forwards SIGTERM/SIGINT to its children (a second
+signal stops them at once) and SIGHUP to the control process (which re-reads the config),
+restarts a child that dies on its own, and exits 0 after a clean drain. With one worker
+everything runs in one process instead (gateway/server.py), on the same code paths.
 """
 
 from __future__ import annotations
@@ -33,15 +34,16 @@ from ._console import say
 from .settings import ConfigSource, Settings
 
 if TYPE_CHECKING:
-    from .control import RolloutDriver
+    from .control import ControlPlane
 
 __all__ = ["run"]
 
 log = logging.getLogger("gateway.supervisor")
 _RESTART_FIRST_S, _RESTART_MAX_S = 1.0, 30.0  # a crash-looping worker waits 1, 2, 4 ... 30 s
 _STABLE_S = 10.0  # a worker that lived this long was not crash-looping: its backoff starts over
-_PR_SET_PDEATHSIG = 1
-_TICK_S = 0.25  # how often the supervisor reaps workers and drives rollouts
+_PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15
+_TICK_S = 0.25  # how often the supervisor reaps its children
+CONTROL = -1  # the control process's index among the children
 
 
 def _reserve_port(host: str, port: int) -> tuple[socket.socket, IO[bytes]]:
@@ -65,12 +67,14 @@ def _reserve_port(host: str, port: int) -> tuple[socket.socket, IO[bytes]]:
     return sock, lock
 
 
-def _term_with_parent() -> None:
-    """Linux: SIGTERM this process (a worker) when its supervisor dies, even by SIGKILL. The
-    worker also checks its parent every second (gateway/server.py), on every platform."""
+def _child_setup(name: str) -> None:
+    """Linux: SIGTERM this process (a child) when its supervisor dies, even by SIGKILL (it also
+    checks its parent every second, on every platform); and name it (`ps`, /proc/PID/comm:
+    modelgate-w0, modelgate-ctl) so that ops can tell the processes apart."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
     except (OSError, AttributeError):
         pass
 
@@ -87,17 +91,25 @@ def _check_free(host: str, port: int) -> None:
 
 
 def run(settings: Settings, source: ConfigSource | None = None) -> int:
-    if settings.workers == 1:
-        from .server import run_worker
+    from .control import ControlPlane
 
-        return run_worker(settings, source=source)
-    return _Supervisor(settings, source).run()
+    run_dir = Path(tempfile.mkdtemp(prefix="modelgate-run-"))
+    try:
+        plane = ControlPlane(settings, source or ConfigSource(), run_dir)  # publishes revision 1
+        if settings.workers == 1:
+            from .server import run_worker
+
+            return run_worker(settings, run_dir, plane)
+        return _Supervisor(settings, plane, run_dir).run()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 class _Supervisor:
-    def __init__(self, settings: Settings, source: ConfigSource | None) -> None:
+    def __init__(self, settings: Settings, plane: ControlPlane, run_dir: Path) -> None:
         self.settings = settings
-        self.source = source
+        self.plane: ControlPlane | None = plane  # the first control process's (a restart builds anew)
+        self.source = plane.source
         self.workers: dict[int, int] = {}  # pid -> worker index
         self.started: dict[int, float] = {}  # worker index -> when it was last forked
         self.backoff: dict[int, float] = {}  # worker index -> its next restart's wait
@@ -105,7 +117,7 @@ class _Supervisor:
         self.restarts = 0
         self.missed = 0  # workers killed for a missed heartbeat
         self.signals = 0
-        self.snapshot_dir = Path(tempfile.mkdtemp(prefix="modelgate-metrics-"))
+        self.snapshot_dir = run_dir
 
     def _spawn(self, index: int, port: int) -> None:
         self.started[index] = time.monotonic()
@@ -115,23 +127,36 @@ class _Supervisor:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
-                _term_with_parent()
-                from .server import run_worker
+                _child_setup("modelgate-ctl" if index == CONTROL else f"modelgate-w{index}")
+                if index == CONTROL:
+                    code = self._control()
+                else:
+                    from .server import run_worker
 
-                code = run_worker(
-                    self.settings,
-                    grpc_port=port,
-                    metrics_port=-1,
-                    label=f"[{index}]",
-                    snapshot_dir=self.snapshot_dir,
-                    reuse_port=True,
-                    source=self.source,
-                )
+                    code = run_worker(
+                        self.settings,
+                        self.snapshot_dir,
+                        grpc_port=port,
+                        metrics_port=-1,
+                        label=f"[{index}]",
+                        snapshot_dir=self.snapshot_dir,
+                        reuse_port=True,
+                    )
             except BaseException:
-                log.exception("worker %d failed", index)
+                log.exception("%s failed", _name(index))
             finally:
                 os._exit(code)
         self.workers[pid] = index
+        if index == CONTROL:
+            self.plane = None  # it is the child's now; a restarted one reads the state afresh
+
+    def _control(self) -> int:
+        """The control process's life (in the child)."""
+        from .control import ControlPlane
+        from .controller import run_controller
+
+        plane = self.plane or ControlPlane(self.settings, self.source, self.snapshot_dir)
+        return run_controller(plane, self.snapshot_dir)
 
     def _check_heartbeats(self) -> None:
         """Kill a worker whose snapshot (written every second once it serves) went stale: its
@@ -146,7 +171,7 @@ class _Supervisor:
             except OSError:
                 continue  # still loading: it has not served yet
             if age > limit:
-                log.error("worker %d (pid %d) missed its heartbeat for %.1f s: replacing it", index, pid, age)
+                log.error("%s (pid %d) missed its heartbeat for %.1f s: replacing it", _name(index), pid, age)
                 self.missed += 1
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -160,8 +185,8 @@ class _Supervisor:
         self.restarts += 1
         looping = " (crash loop: backing off)" if lived < _STABLE_S and wait > _RESTART_FIRST_S else ""
         log.error(
-            "worker %d (pid %d) exited with %d after %.1f s; restarting in %.0f s%s",
-            index, pid, code, lived, wait, looping,
+            "%s (pid %d) exited with %d after %.1f s; restarting in %.0f s%s",
+            _name(index), pid, code, lived, wait, looping,
         )  # fmt: skip
         self._write_state()
 
@@ -174,17 +199,12 @@ class _Supervisor:
         tmp.write_text(json.dumps({"supervisor": state}))
         tmp.replace(path)
 
-    def _tick(self, rollouts: RolloutDriver) -> None:
-        try:
-            rollouts.tick()
-        except Exception:  # the control plane must not take the workers down with it
-            log.exception("rollout tick failed")
-
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:  # re-read the config: each worker applies it
-            for pid in self.workers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGHUP)
+        if signum == signal.SIGHUP:  # re-read the config: the control process does
+            for pid, index in self.workers.items():
+                if index == CONTROL:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGHUP)
             return
         self.signals += 1
         for pid in self.workers:
@@ -202,29 +222,28 @@ class _Supervisor:
             print(f"modelgate: cannot bind gRPC to {s.host}:{s.grpc_port}: {exc.strerror}", file=sys.stderr)
             return 2
         port = holder.getsockname()[1]
-        try:
-            _check_free(s.host, s.metrics_port)
-        except OSError as exc:
-            print(
-                f"modelgate: cannot bind metrics to {s.host}:{s.metrics_port}: {exc.strerror}",
-                file=sys.stderr,
-            )
-            holder.close()
-            lock.close()
-            return 2
+        for what, host, checked in (
+            ("metrics", s.host, s.metrics_port),
+            ("the admin API", s.admin_host, s.admin_port),
+        ):
+            try:
+                _check_free(host, checked)
+            except OSError as exc:
+                print(f"modelgate: cannot bind {what} to {host}:{checked}: {exc.strerror}", file=sys.stderr)
+                holder.close()
+                lock.close()
+                return 2
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         for index in range(s.workers):
             self._spawn(index, port)
+        self._spawn(CONTROL, port)
         say(f"modelgate: {s.workers} workers sharing gRPC port {port}")
         self._write_state()
 
         from prometheus_client import CollectorRegistry
 
-        from .control import RolloutDriver
-        from .telemetry import SnapshotCollector, read_snapshots, retire_worker, serve_metrics
-
-        rollouts = RolloutDriver(self.source or ConfigSource(), lambda: read_snapshots(self.snapshot_dir))
+        from .telemetry import SnapshotCollector, retire_worker, serve_metrics
 
         metrics_server = None
         if s.metrics_port >= 0:
@@ -249,7 +268,6 @@ class _Supervisor:
                             del self.pending[index]
                             self._spawn(index, port)
                         self._check_heartbeats()
-                        self._tick(rollouts)
                     time.sleep(_TICK_S)
                     continue
                 if pid not in self.workers:
@@ -268,6 +286,9 @@ class _Supervisor:
             if metrics_server is not None:
                 metrics_server.shutdown()
                 metrics_server.server_close()
-            shutil.rmtree(self.snapshot_dir, ignore_errors=True)
         say("modelgate: stopped")
         return status
+
+
+def _name(index: int) -> str:
+    return "the control process" if index == CONTROL else f"worker {index}"

@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUT = ROOT / "gateway" / "_proto"
 GENERATED = (
+    "admin_pb2.py",
+    "admin_pb2.pyi",
+    "admin_pb2_grpc.py",
     "inference_pb2.py",
     "inference_pb2.pyi",
     "inference_pb2_grpc.py",

@@ -1,6 +1,15 @@
 """Control operations, free of any transport: every change to what is served passes here."""
 
-from .config import Applied, ConfigControl
+from .config import ConfigControl, Published, publish, read_published
+from .plane import Change, ControlPlane
 from .rollout import RolloutDriver
 
-__all__ = ["Applied", "ConfigControl", "RolloutDriver"]
+__all__ = [
+    "Change",
+    "ConfigControl",
+    "ControlPlane",
+    "Published",
+    "RolloutDriver",
+    "publish",
+    "read_published",
+]

@@ -1,14 +1,13 @@
 """The rollout driver: counters in, weights out, the decision itself in gateway/routing/rollout.py.
 
 Every tick it sums the serving processes' counters (their snapshots), takes what happened since
-each rollout's step began, asks `decide`, and when the weights move writes them to the runtime
-traffic file in `state_dir`. The serving processes watch that file as they watch the config, so
-a step, a promotion or a rollback reaches every worker through the same validated path as an
-edit. It runs where the control plane runs: the supervisor with `--workers N` (no gRPC there,
-so it can still fork), the one process otherwise.
+each rollout's step began, and asks `decide`. When the weights move, the control plane
+(gateway/control/plane.py) publishes them as a new revision, through the same validated path as
+a config edit. Operators promote, roll back, pause and resume through the admin API (`command`).
 
-The file keeps each rollout's status and step, so a restarted gateway resumes at the weights it
-last applied (its window starts afresh) and never escalates; a rolled-back canary stays at 0%.
+Its state file (`state_dir/traffic.json`) keeps each rollout's status and step, so a restarted
+gateway resumes at the weights it last applied (its window starts afresh) and never escalates; a
+rolled-back canary stays at 0%.
 """
 
 from __future__ import annotations
@@ -21,15 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import FailedPrecondition, NotFound
 from ..routing.rollout import RolloutSpec, RolloutState, Status, VersionWindow, Window, decide
-from ..settings import RUNTIME_FILE, ConfigSource, ModelSettings, Settings, read_runtime
+from ..settings import ModelSettings, Settings
 from ..telemetry._histogram import LATENCY_BOUNDS
 
-__all__ = ["RolloutDriver", "rollout_spec"]
+__all__ = ["RUNTIME_FILE", "RolloutDriver", "rollout_spec"]
 
 log = logging.getLogger("gateway.rollout")
 
 Snapshots = Callable[[], Iterable[dict[str, Any]]]
+RUNTIME_FILE = "traffic.json"  # in state_dir: each rollout's status, step and weights
 
 
 def rollout_spec(model: ModelSettings) -> RolloutSpec | None:
@@ -110,64 +111,61 @@ class _Running:
 
 
 class RolloutDriver:
-    def __init__(
-        self, source: ConfigSource, snapshots: Snapshots, clock: Callable[[], float] = time.monotonic
-    ):
-        self._source = source
-        self._snapshots = snapshots
+    """Each rollout's state, stepped by `tick`, and the weights it serves (`serve`). The config
+    it reads is the control plane's (the file with admin changes over it); its own state lives
+    in `state_dir/traffic.json`, so a restart resumes it."""
+
+    def __init__(self, state_dir: Path, snapshots: Snapshots, clock: Callable[[], float] = time.monotonic):
+        self._path = state_dir / RUNTIME_FILE
+        self.snapshots = snapshots
         self._clock = clock
         self._rollouts: dict[str, _Running] = {}
-        self._settings: Settings | None = None
-        self._seen: Any = None
 
-    def _config(self) -> Settings | None:
-        """The config as written (without runtime traffic), re-read when its file changes."""
-        path = self._source.path
-        try:
-            seen = path.stat().st_mtime_ns if path is not None else None
-        except OSError:
-            seen = None
-        if self._settings is None or seen != self._seen:
-            try:
-                self._settings = self._source.load(runtime=False)
-            except Exception as exc:  # a refused config: keep driving what was valid
-                if self._settings is None:
-                    log.error("rollouts cannot read the config: %s", exc)
-                    return None
-            self._seen = seen
-        return self._settings
-
-    def tick(self) -> None:
-        """One look at every rollout; writes the runtime traffic file when weights move."""
-        settings = self._config()
-        if settings is None:
-            return
+    def _sync(self, settings: Settings, totals: _Totals | None = None) -> bool:
+        """Follow the config's rollouts: a new one resumes its stored state (or starts at its
+        first step); one that left the config is forgotten. True when anything changed."""
         specs = {n: s for n, m in settings.models.items() if (s := rollout_spec(m)) is not None}
-        if not specs and not self._rollouts:
-            return
-        now = self._clock()
-        totals = _Totals.of(self._snapshots())
         changed = False
-        stored = read_runtime(settings.state_dir).get("rollouts") or {}
-        for name in list(self._rollouts):
-            if name not in specs:  # the rollout left the config: its weights go with it
-                del self._rollouts[name]
-                changed = True
+        for name in [n for n in self._rollouts if n not in specs]:
+            del self._rollouts[name]
+            changed = True
+        stored: dict[str, Any] | None = None
         for name, spec in specs.items():
             running = self._rollouts.get(name)
-            if running is None or running.spec != spec:
-                state = _resume(stored.get(name), spec, now)
-                running = self._rollouts[name] = _Running(spec, state, totals)
-                changed = True
-                log.info(
-                    "rollout of %s version %s against %s: %s at step %d (%s%%)",
-                    name,
-                    spec.canary,
-                    spec.baseline,
-                    state.status,
-                    state.step + 1,
-                    spec.steps[state.step],
-                )
+            if running is not None and running.spec == spec:
+                continue
+            if stored is None:
+                stored = _read(self._path).get("rollouts") or {}
+            state = _resume(stored.get(name), spec, self._clock())
+            if totals is None:
+                totals = _Totals.of(self.snapshots())
+            self._rollouts[name] = _Running(spec, state, totals)
+            changed = True
+            log.info(
+                "rollout of %s version %s against %s: %s at step %d (%s%%)",
+                name, spec.canary, spec.baseline, state.status, state.step + 1, spec.steps[state.step],
+            )  # fmt: skip
+        return changed
+
+    def serve(self, settings: Settings) -> Settings:
+        """`settings` with each rolling-out model's traffic as its rollout serves it now."""
+        self._sync(settings)
+        models = dict(settings.models)
+        for name, running in self._rollouts.items():
+            traffic = running.state.weights(running.spec)
+            models[name] = models[name].model_copy(update={"traffic": traffic})
+        return settings.model_copy(update={"models": models})
+
+    def tick(self, settings: Settings) -> bool:
+        """One look at every rollout of `settings`. True when weights or a status moved (then
+        the state file is written and the control plane publishes)."""
+        if not self._rollouts and not any(m.rollout for m in settings.models.values()):
+            return False
+        totals = _Totals.of(self.snapshots())
+        changed = self._sync(settings, totals)
+        now = self._clock()
+        for name, running in self._rollouts.items():
+            spec = running.spec
             action = decide(spec, running.state, totals.window(running.since, name, spec), now)
             running.state = action.state
             if action.changed:
@@ -176,17 +174,53 @@ class RolloutDriver:
                 log_at = log.warning if action.state.status == Status.ROLLED_BACK else log.info
                 log_at("rollout of %s version %s: %s", name, spec.canary, action.note)
         if changed:
-            self._write(settings.state_dir)
+            self._write()
+        return changed
+
+    def command(self, name: str, what: str) -> str:
+        """An operator's promote, rollback, pause or resume of a model's rollout; returns what
+        happened. NotFound without a rollout; FailedPrecondition when its status forbids it."""
+        running = self._rollouts.get(name)
+        if running is None:
+            raise NotFound(f"model '{name}' has no rollout")
+        state, now = running.state, self._clock()
+        allowed = {
+            "promote": state.status != Status.PROMOTED,
+            "rollback": state.status != Status.ROLLED_BACK,
+            "pause": state.status == Status.RUNNING,
+            "resume": state.status == Status.PAUSED,
+        }
+        if not allowed[what]:
+            raise FailedPrecondition(f"cannot {what} the rollout of '{name}': it is {state.status}")
+        running.state = {
+            "promote": RolloutState(Status.PROMOTED, state.step, now, "promoted by an operator"),
+            "rollback": RolloutState(Status.ROLLED_BACK, state.step, now, "rolled back by an operator"),
+            "pause": RolloutState(Status.PAUSED, state.step, now, "paused by an operator"),
+            "resume": RolloutState(Status.RUNNING, state.step, now),
+        }[what]
+        running.since = _Totals.of(self.snapshots())  # a resumed step judges what comes after
+        self._write()
+        note = f"{running.state.status} at step {state.step + 1}"
+        log.info("rollout of %s version %s: %s by an operator", name, running.spec.canary, note)
+        return note
 
     def status(self) -> dict[str, dict[str, Any]]:
         return {name: _entry(r.spec, r.state) for name, r in self._rollouts.items()}
 
-    def _write(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        path = state_dir / RUNTIME_FILE
-        tmp = path.with_suffix(".tmp")
+    def _write(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"rollouts": self.status()}, indent=1))
-        tmp.replace(path)
+        tmp.replace(self._path)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The state file; empty when there is none or it cannot be read (rollouts start afresh)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _entry(spec: RolloutSpec, state: RolloutState) -> dict[str, Any]:
@@ -195,6 +229,7 @@ def _entry(spec: RolloutSpec, state: RolloutState) -> dict[str, Any]:
         "baseline": spec.baseline,
         "status": str(state.status),
         "step": state.step,
+        "steps": list(spec.steps),
         "reason": state.reason,
         "traffic": state.weights(spec),
     }

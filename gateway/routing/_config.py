@@ -29,18 +29,20 @@ def policies_of(settings: Settings) -> dict[str, TrafficPolicy]:
 
 
 def unknown_versions(settings: Settings) -> list[str]:
-    """Versions that `traffic` or `shadow` name but neither the repository nor a remote
+    """Versions that `traffic`, `shadow` or `rollout` name but neither the repository nor a remote
     (`versions:`) entry holds: the config is refused with every one of them listed."""
     repository = Repository(settings.model_repository)
     problems = []
     for name, model in sorted(settings.models.items()):
         named = set(model.traffic or {}) | set(model.shadow)
+        if model.rollout is not None:
+            named |= {model.rollout.canary} | ({model.rollout.baseline} if model.rollout.baseline else set())
         if not named:
             continue
         known = repository.version_names(name) | set(model.versions)
         for version in sorted(named - known, key=int):
             problems.append(
-                f"models.{name}: version '{version}' is named in traffic/shadow but is neither in the "
-                "repository nor a remote version"
+                f"models.{name}: version '{version}' is named in traffic, shadow or rollout but is "
+                "neither in the repository nor a remote version"
             )
     return problems

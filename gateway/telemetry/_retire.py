@@ -21,6 +21,8 @@ RETIRED = "worker-retired.json"
 def zero_gauges(snapshot: dict[str, Any]) -> dict[str, Any]:
     """The counters of a snapshot, its gauges at rest."""
     out = dict(snapshot, inflight=0)
+    out.pop("pid", None)  # no longer serving: its models, revision and recent samples go
+    out.pop("models", None)
     versions = []
     for v in snapshot.get("versions", ()):
         v = dict(v, batching=None)
@@ -32,6 +34,7 @@ def zero_gauges(snapshot: dict[str, Any]) -> dict[str, Any]:
     out["versions"] = versions
     routing = dict(snapshot.get("routing") or {})
     routing.update(revision=0, weights=[])
+    routing["shadows"] = [dict(s, recent=[]) for s in routing.get("shadows", ())]
     out["routing"] = routing
     return out
 

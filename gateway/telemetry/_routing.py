@@ -8,7 +8,7 @@ are kept in memory (bounded) for the admin API.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,9 @@ class ShadowStats:
     latency: Histogram = field(default_factory=Histogram)  # the shadow's own call
     recent: deque[tuple[Any, ...]] = field(default_factory=lambda: deque(maxlen=RECENT))
     """The last disagreements as (time, inputs, primary's outputs, shadow's, Comparison);
-    gateway/shadow.py's disagreements() describes them."""
+    gateway/shadow.py's disagreements() describes them, when a snapshot is taken."""
+    described: list[dict[str, Any]] = field(default_factory=list)  # `recent`, described
+    described_at: int = 0  # the disagreement count when `described` was made
 
     def failed(self, code: str) -> None:
         self.outcomes["failed"] += 1
@@ -50,7 +52,13 @@ class ShadowStats:
         self.argmax_agree += argmax_agree
         self.diff.observe(max_abs_diff)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(
+        self, describe: Callable[[ShadowStats], list[dict[str, Any]]] | None = None
+    ) -> dict[str, Any]:
+        """The counters; with `describe`, also the last disagreements (described again only
+        when there were new ones)."""
+        if describe is not None and self.described_at != self.outcomes["disagree"]:
+            self.described, self.described_at = describe(self), self.outcomes["disagree"]
         finite = self.diff.total if self.diff.total != float("inf") else 0.0
         return {
             "model": self.model,
@@ -61,6 +69,7 @@ class ShadowStats:
             "argmax": [self.argmax_rows, self.argmax_agree],
             "diff": [list(self.diff.counts), finite],
             "latency": [list(self.latency.counts), self.latency.total],
+            "recent": self.described,
         }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,8 @@ class Metrics:
         self._shadows: dict[tuple[str, str, str], ShadowStats] = {}
         self.policy_revision = 0
         self.weights: list[tuple[str, str, float]] = []  # (model, version, share): what is served now
+        self.models: dict[str, dict[str, Any]] = {}  # name -> state, reason, versions, failed ones
+        self.describe_recent: Callable[[ShadowStats], list[dict[str, Any]]] | None = None  # shadow.py's
 
     def for_shadow(self, model: str, primary: str, shadow: str) -> ShadowStats:
         """The comparison counters of one shadow version against one primary version."""
@@ -141,13 +143,15 @@ class Metrics:
 
     def snapshot(self) -> dict[str, Any]:
         return {
+            "pid": os.getpid(),  # a serving process (a retired sum or the supervisor's have none)
+            "models": self.models,
             "versions": [v.snapshot() for v in list(self._versions.values())],
             "load_failures": dict(self.load_failures),
             "inflight": self.inflight,
             "routing": {
                 "revision": self.policy_revision,
                 "weights": list(self.weights),
-                "shadows": [s.snapshot() for s in list(self._shadows.values())],
+                "shadows": [s.snapshot(self.describe_recent) for s in list(self._shadows.values())],
             },
         }
 

@@ -290,8 +290,16 @@ def test_a_second_gateway_on_a_busy_port_refuses_to_start(gateway: GatewayProces
 
 
 def worker_pids(supervisor: int) -> list[int]:
+    """The supervisor's workers (not its control process): named modelgate-w0, -w1, ..."""
     out = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True).stdout
-    return sorted(int(p) for p in out.split())
+    return sorted(int(p) for p in out.split() if _comm(int(p)).startswith("modelgate-w"))
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def test_a_killed_worker_is_replaced_its_counters_kept_and_a_crash_loop_backs_off(repo: Path) -> None:

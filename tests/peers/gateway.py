@@ -3,11 +3,13 @@ loopback ports, with the bound ports read back from its output."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -17,10 +19,14 @@ __all__ = ["GatewayProcess"]
 
 
 class GatewayProcess:
-    """`modelgate serve` in a subprocess. Reads the bound ports from its output."""
+    """`modelgate serve` in a subprocess. Reads the bound ports from its output. It runs in a
+    directory of its own, so that its default `state_dir` (admin changes, rollouts) is too."""
 
-    def __init__(self, repo: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, repo: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.output: list[str] = []
+        self.cwd = cwd or Path(tempfile.mkdtemp(prefix="modelgate-test-"))
         self._ready = threading.Event()
         self.proc = subprocess.Popen(
             [
@@ -34,6 +40,8 @@ class GatewayProcess:
                 "0",
                 "--metrics-port",
                 "0",
+                "--admin-port",
+                "0",
                 "--grace-s",
                 "5",
                 *args,
@@ -42,10 +50,13 @@ class GatewayProcess:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **(env or {})},
+            cwd=self.cwd,
             start_new_session=True,
         )
         self.port = 0
         self.metrics_port = 0
+        self.admin_port = 0
+        self._admin_off = any(a == "--admin-port" and b == "-1" for a, b in itertools.pairwise(args))
         self._ready_lines = 0
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -60,6 +71,8 @@ class GatewayProcess:
                 self.port = int(m.group(1))
             if m := re.search(r"metrics on http://[\d.]+:(\d+)", line):
                 self.metrics_port = int(m.group(1))
+            if m := re.search(r"admin API on [\d.]+:(\d+)", line):
+                self.admin_port = int(m.group(1))
             if ": ready," in line:  # workers share stdout: count every one on the line
                 self._ready_lines += line.count(": ready,")
                 self._ready.set()
@@ -67,7 +80,7 @@ class GatewayProcess:
     def wait_ready(self, timeout: float = 60.0, lines: int = 1) -> GatewayProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._ready_lines >= lines and self.port:
+            if self._ready_lines >= lines and self.port and (self.admin_port or self._admin_off):
                 return self
             if self.proc.poll() is not None:
                 break
@@ -77,6 +90,10 @@ class GatewayProcess:
     @property
     def url(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"127.0.0.1:{self.admin_port}"
 
     def log(self) -> str:
         return "".join(self.output)
