@@ -145,7 +145,7 @@ def _need(value: str, name: str) -> None:
 async def start_admin_server(plane: ControlPlane, host: str, port: int) -> tuple[grpc.aio.Server, int]:
     """Serve the admin API on host:port (grpc.aio: a few calls a minute need no native front).
     Raises OSError when the port cannot be bound."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # a busy port is an error, not shared
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(plane), server)
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     try:

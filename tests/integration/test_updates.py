@@ -42,6 +42,14 @@ def repo(root: Path) -> Path:
     return root / "models"
 
 
+def serve(tmp_path: Path, traffic: dict[str, Any], *args: str, lines: int = 1) -> tuple[GatewayProcess, Path]:
+    """A gateway over repo(tmp_path) whose config file gives model m `traffic`; and that file."""
+    models = repo(tmp_path)
+    config = tmp_path / "gateway.yaml"
+    write(config, traffic)
+    return GatewayProcess(models, "--config", str(config), *args).wait_ready(lines=lines), config
+
+
 def write(path: Path, traffic: dict[str, Any]) -> None:
     """Replace the config atomically, as an editor or a deploy tool does."""
     tmp = path.with_suffix(".tmp")
@@ -139,10 +147,7 @@ class Load:
 def test_swaps_under_load_fail_no_request(tmp_path: Path) -> None:
     """v1 -> v2 -> v1 -> v2 by file edit, by SIGHUP after an edit the watcher has not seen yet,
     and a RepositoryModelLoad in between, under 20 s of load from 8 clients."""
-    models = repo(tmp_path)
-    config = tmp_path / "gateway.yaml"
-    write(config, {"traffic": {"1": 100}})
-    proc = GatewayProcess(models, "--config", str(config)).wait_ready()
+    proc, config = serve(tmp_path, {"traffic": {"1": 100}})
     load = Load(proc.url)
     began = time.monotonic()
     try:
@@ -171,10 +176,7 @@ def test_swaps_under_load_fail_no_request(tmp_path: Path) -> None:
 
 
 def test_refused_configs_change_nothing(tmp_path: Path) -> None:
-    models = repo(tmp_path)
-    config = tmp_path / "gateway.yaml"
-    write(config, {"traffic": {"1": 100}})
-    proc = GatewayProcess(models, "--config", str(config)).wait_ready()
+    proc, config = serve(tmp_path, {"traffic": {"1": 100}})
     try:
         for bad, why in (
             ({"traffic": {"1": -1}}, "negative weight"),
@@ -245,10 +247,7 @@ def test_a_symlink_swap_is_seen_and_a_shadow_is_loaded_and_unloaded(tmp_path: Pa
 
 
 def test_every_worker_serves_the_new_revision_within_a_second(tmp_path: Path) -> None:
-    models = repo(tmp_path)
-    config = tmp_path / "gateway.yaml"
-    write(config, {"traffic": {"1": 100}})
-    proc = GatewayProcess(models, "--config", str(config), "--workers", "2").wait_ready(lines=2)
+    proc, config = serve(tmp_path, {"traffic": {"1": 100}}, "--workers", "2", lines=2)
     try:
         write(config, {"traffic": {"2": 100}})
         deadline = time.monotonic() + 30
