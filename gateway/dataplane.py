@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from . import __version__
 from ._proto import inference_pb2 as pb
@@ -34,10 +34,20 @@ EXTENSIONS = ("model_configuration", "model_repository", "statistics")
 PLATFORM = "onnxruntime_onnx"
 
 
+ModelControl = Callable[[str, str], Awaitable[None]]
+"""(op "load" | "unload", model) -> done in this process; raises the load's error."""
+
+
 class DataPlane:
     def __init__(
-        self, registry: Registry, metrics: Metrics, model_control: bool = True, max_inflight: int = 0
+        self,
+        registry: Registry,
+        metrics: Metrics,
+        model_control: ModelControl | None = None,
+        max_inflight: int = 0,
     ) -> None:
+        """`model_control` carries RepositoryModelLoad/Unload to every serving process (the
+        control plane's path); None refuses them."""
         self.registry = registry
         self._metrics = metrics
         self._model_control = model_control
@@ -217,18 +227,19 @@ class DataPlane:
         return response
 
     async def load_model(self, name: str) -> None:
-        self._check_model_control()
-        await self.registry.load(name)
+        self.registry.repository.check_name(name)  # NOT_FOUND before anything is asked
+        await self._control()("load", name)
 
     async def unload_model(self, name: str) -> None:
-        self._check_model_control()
-        await self.registry.unload(name)
+        self.registry.model(name)  # NOT_FOUND for a name never loaded
+        await self._control()("unload", name)
 
-    def _check_model_control(self) -> None:
-        if not self._model_control:
+    def _control(self) -> ModelControl:
+        if self._model_control is None:
             raise FailedPrecondition(
                 "model load/unload is disabled (start with --model-control-mode explicit)"
             )
+        return self._model_control
 
 
 def _scheduling(request: pb.ModelInferRequest, deadline: float | None) -> tuple[int, float | None]:

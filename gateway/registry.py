@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -441,12 +441,15 @@ class Registry:
             self._retire(list(previous.versions.values()))
             await self._changed(name)
 
-    async def load_repository(self) -> list[str]:
-        """Load every model of the repository; returns the names that failed. Every model is
-        known (LOADING, so UNAVAILABLE rather than NOT_FOUND) before the first one loads."""
-        self._swap({**{n: Model(n, LOADING) for n in self.repository.model_names()}, **self._models})
+    async def load_repository(self, skip: Collection[str] = ()) -> list[str]:
+        """Load every model of the repository but `skip` (unloaded on request before this
+        process started); returns the names that failed. Every model is known (LOADING, so
+        UNAVAILABLE rather than NOT_FOUND) before the first one loads."""
+        names = [n for n in self.repository.model_names() if n not in skip]
+        unloaded = {n: Model(n, UNAVAILABLE, reason="unloaded") for n in skip}
+        self._swap({**unloaded, **{n: Model(n, LOADING) for n in names}, **self._models})
         failed = []
-        for name in self.repository.model_names():
+        for name in names:
             try:
                 await self.load(name)
             except GatewayError:

@@ -150,7 +150,7 @@ class Gateway:
         self.dataplane = DataPlane(
             self.registry,
             self.metrics,
-            model_control=settings.model_control_mode == "explicit",
+            model_control=self.control.request if settings.model_control_mode == "explicit" else None,
             max_inflight=settings.max_inflight_requests,
         )
         self.health = HealthServicer()
@@ -250,7 +250,7 @@ class Gateway:
 
     async def load(self) -> list[str]:
         """Load the repository; ready once every model is. Returns the models that failed."""
-        failed = await self.registry.load_repository()
+        failed = await self.registry.load_repository(skip=self.control.unloaded)
         self.dataplane.accepting = not self._closing
         await self._sync_overall_health()
         return failed

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from ..routing.rollout import quantile
 from ..settings import ConfigSource, ModelSettings, Settings, SettingsError
 from ..telemetry._histogram import LATENCY_BOUNDS
 from ..telemetry._routing import DIFF_BOUNDS, RECENT
-from .config import TRAFFIC_FIELDS, Published, publish, read_published
+from .config import REQUESTS, TRAFFIC_FIELDS, Published, publish, read_published
 from .rollout import RolloutDriver, Snapshots
 
 __all__ = ["ADMIN_FILE", "Change", "ControlPlane", "restart_only_changes"]
@@ -140,6 +141,9 @@ class ControlPlane:
         self._admin = self._fresh(settings, _read_json(self._admin_path).get("models") or {})
         previous = read_published(run_dir)  # a restarted control process goes on from there
         self.revision = previous.revision if previous is not None else 0
+        self._reloads = dict(previous.reloads) if previous is not None else {}
+        self._unloaded = set(previous.unloaded) if previous is not None else set()
+        self._handled: deque[str] = deque(previous.requests if previous is not None else (), maxlen=256)
         try:
             self.layered = compose(settings, self._admin)
         except SettingsError as exc:  # a stored admin change the config no longer allows
@@ -193,7 +197,15 @@ class ControlPlane:
     def _publish(self, source: str, diff: Iterable[str] = ()) -> None:
         self.revision += 1
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        publish(self.run_dir, Published(self.revision, source, self.served))
+        published = Published(
+            self.revision,
+            source,
+            self.served,
+            dict(self._reloads),
+            frozenset(self._unloaded),
+            tuple(self._handled),  # the recent ones too: a worker may skip a revision
+        )
+        publish(self.run_dir, published)
         log.info("revision %d published (from %s): %s", self.revision, source, "; ".join(diff) or "no change")
 
     # -- the file, SIGHUP and rollouts --------------------------------------------------------
@@ -210,7 +222,9 @@ class ControlPlane:
         return (st.st_ino, st.st_mtime_ns, st.st_size, os.path.realpath(self.source.path))
 
     def tick(self) -> None:
-        """The file if it changed, then the rollouts' next steps (called every TICK_S)."""
+        """Model load/unload requests, the file if it changed, then the rollouts' next steps
+        (called every TICK_S)."""
+        self._model_requests()
         state = self._file_state()
         if state != self._seen:
             self._seen = state
@@ -231,6 +245,27 @@ class ControlPlane:
         except SettingsError as exc:
             log.error("config from %s refused, nothing changed: %s", source, exc)
             return None
+
+    def _model_requests(self) -> None:
+        """RepositoryModelLoad/Unload calls that workers passed on: one revision carries them
+        to every worker (a model's reload generation rises, or it joins the unloaded set)."""
+        folder = self.run_dir / REQUESTS
+        done = []
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            body = _read_json(path)
+            path.unlink(missing_ok=True)
+            op, model, rid = body.get("op"), str(body.get("model", "")), str(body.get("id", ""))
+            if op == "load":
+                self._reloads[model] = self._reloads.get(model, 0) + 1
+                self._unloaded.discard(model)
+            elif op == "unload":
+                self._unloaded.add(model)
+            else:
+                continue
+            self._handled.append(rid)
+            done.append(f"RepositoryModel{op.capitalize()} {model}")
+        if done:
+            self._publish("model control", done)
 
     def _fresh(self, file: Settings, admin: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The admin changes that still stand: a model whose traffic the file changed since
