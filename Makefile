@@ -18,7 +18,8 @@ help:
 	@echo "make protos     regenerate gateway/_proto from protos/"
 	@echo "make format     ruff format + autofix"
 
-$(STAMP): pyproject.toml
+# The Cython kernels are built in place by the editable install: a change to them reinstalls.
+$(STAMP): pyproject.toml setup.py kernels/_stats.pyx kernels/_stats.pxd
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -60,13 +61,15 @@ run: $(STAMP) models
 	@echo
 	exec $(VENV)/bin/modelgate serve --model-repository $(MODELS) --config gateway.example.yaml --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
+LINTED := gateway kernels tests loadtests tools setup.py
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gateway tests loadtests tools
-	$(VENV)/bin/ruff format --check gateway tests loadtests tools
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix gateway tests loadtests tools
-	$(VENV)/bin/ruff format gateway tests loadtests tools
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -85,4 +88,4 @@ bench: $(STAMP) perf-tools triton-peer
 	$(PY) loadtests/bench_batching.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache kernels/*.so kernels/*.c
