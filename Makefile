@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= models
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
+ADMIN_PORT ?= 8003
 PYTEST_ARGS ?=
 
 .PHONY: help venv install protos check-protos models run lint format typecheck test unit integration perf-tools triton-peer bench clean install-gpu
@@ -56,10 +57,12 @@ run: $(STAMP) models
 	@echo "Traffic: gateway.example.yaml (mlp: 90% v1, 10% canary v2, 25% mirrored to v3); edit it to move traffic live."
 	@echo "Call it from another shell:"
 	@echo "  $(PY) -c 'import numpy as np, tritonclient.grpc as g; c = g.InferenceServerClient(\"127.0.0.1:$(GRPC_PORT)\"); i = g.InferInput(\"x\", [1, 32], \"FP32\"); i.set_data_from_numpy(np.ones((1, 32), np.float32)); r = c.infer(\"mlp\", [i], headers={\"x-user-id\": \"alice\"}); p = r.get_response(); print(r.as_numpy(\"y\"), \"from version\", p.model_version, \"route\", p.parameters[\"route\"].string_param)'"
+	@echo "Watch and move traffic with the admin API (127.0.0.1:$(ADMIN_PORT)):"
+	@echo "  $(VENV)/bin/modelgate admin status        $(VENV)/bin/modelgate admin traffic mlp 1=50 2=50        $(VENV)/bin/modelgate admin shadow-report"
 	@echo "Load it with perf_analyzer (make perf-tools first):"
 	@echo "  LD_LIBRARY_PATH=\$$($(PY) -c 'import nvidia.cuda_runtime, os; print(os.path.join(nvidia.cuda_runtime.__path__[0], \"lib\"))') $(VENV)/bin/perf_analyzer -m mlp -u 127.0.0.1:$(GRPC_PORT) -i grpc --shape x:32 --concurrency-range 1:64:8"
 	@echo
-	exec $(VENV)/bin/modelgate serve --model-repository $(MODELS) --config gateway.example.yaml --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	exec $(VENV)/bin/modelgate serve --model-repository $(MODELS) --config gateway.example.yaml --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --admin-port $(ADMIN_PORT)
 
 LINTED := gateway kernels tests loadtests tools setup.py
 
