@@ -5,6 +5,8 @@
                     [--shutdown-delay-s 0] [--transport auto|native|grpcio]
                     [--model-control-mode explicit|none] [--batching auto|on|off] [--log-level info]
     modelgate admin [--address 127.0.0.1:8003] [--json] status|config|apply|traffic|... (gateway/admin_cli.py)
+    modelgate profile build DATA --model NAME --version V -o profile.npz (gateway/drift/cli.py)
+    modelgate drift report MODEL [--version V] [--json]
     modelgate example-repository DIR
 
 Imports stay inside the commands: with --workers N the supervisor must fork before grpc or
@@ -44,9 +46,10 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"modelgate: {exc}", file=sys.stderr)
         return 2
+    from .drift import profile_problems
     from .routing import unknown_versions
 
-    if problems := unknown_versions(settings):
+    if problems := unknown_versions(settings) + profile_problems(settings):
         print(f"modelgate: invalid configuration: {'; '.join(problems)}", file=sys.stderr)
         return 2
     logging.basicConfig(
@@ -113,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     from .admin_cli import add_admin_parser
+    from .drift.cli import add_drift_parsers
 
     add_admin_parser(commands)
+    add_drift_parsers(commands)
 
     example = commands.add_parser("example-repository", help="write the example model repository")
     example.add_argument("out", type=Path)

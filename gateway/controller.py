@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from ._console import say
 from .control import ControlPlane
@@ -53,6 +55,7 @@ async def _control(plane: ControlPlane, snapshot_dir: Path) -> int:
             await asyncio.wait_for(stop.wait(), TICK_S)
         try:
             plane.tick()
+            _write_snapshot(snapshot_dir, plane.snapshot())
         except Exception:  # one bad tick must not stop the control plane
             log.exception("control plane tick failed")
         tick += 1
@@ -62,6 +65,14 @@ async def _control(plane: ControlPlane, snapshot_dir: Path) -> int:
     if server is not None:
         await server.stop(1.0)
     return 0
+
+
+def _write_snapshot(directory: Path, body: dict[str, Any]) -> None:
+    """The control plane's figures beside the workers' snapshots, for the supervisor's /metrics."""
+    path = directory / "control.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body))
+    tmp.replace(path)
 
 
 def run_controller(plane: ControlPlane, snapshot_dir: Path) -> int:

@@ -104,7 +104,7 @@ class DataPlane:
             decoded = time.perf_counter_ns()
             batcher = served.batcher
             if batcher is None:
-                outputs = await served.backend.infer(arrays, names, deadline)
+                outputs = await served.run(arrays, names, deadline)
                 inferred = time.perf_counter_ns()
                 queue_ns, infer_ns = 0, inferred - decoded
                 stats.executed(rows, infer_ns)

@@ -17,10 +17,11 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from ._proto import model_config_pb2 as mc
 from .backends import Backend
-from .batching import AdaptiveController, Batcher, BatchingPolicy
+from .batching import AdaptiveController, Batcher, BatchingPolicy, RunBatch
 from .errors import GatewayError, LoadError, NotFound, Unavailable
 from .repository import ModelSource, Repository
 from .routing import NO_POLICY, Router, TrafficPolicy
@@ -37,6 +38,10 @@ BackendFactory = Callable[[ModelSource, str], Awaitable[Backend]]
 BatchingFactory = Callable[[ModelSource, Backend], tuple[BatchingPolicy | None, float | None]]
 """(source, backend) -> (the version's batching policy or None, the p99 target in ms or None)."""
 
+DriftFactory = Callable[[ModelSource, str, Backend, Any], Any]
+"""(source, version, backend, the version's previous monitor) -> its DriftMonitor (gateway/drift),
+or None."""
+
 READY, LOADING, UNAVAILABLE, FAILED = "READY", "LOADING", "UNAVAILABLE", "FAILED"
 RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0  # a failed load is tried again after 1, 2, 4, ... 30 s
 """A model's states. UNAVAILABLE: unloaded on request; FAILED: its last load failed (reason says
@@ -49,6 +54,7 @@ class ModelVersion:
     version: str
     backend: Backend
     metrics: VersionMetrics
+    run: RunBatch  # the backend call: backend.infer, or its drift monitor around it
     batcher: Batcher | None = None  # None: every request is its own backend call
 
     @property
@@ -143,8 +149,10 @@ class Registry:
         drain_s: float = 5.0,
         on_change: Callable[[str], Awaitable[None]] | None = None,
         batching: BatchingFactory | None = None,
+        drift: DriftFactory | None = None,
     ) -> None:
         self.repository = repository
+        self._drift = drift
         self._factory = factory
         self._metrics = metrics
         self._drain_s = drain_s
@@ -415,13 +423,18 @@ class Registry:
 
     def _version(self, source: ModelSource, version: str, backend: Backend) -> ModelVersion:
         metrics = self._metrics.for_version(source.name, version)
-        served = ModelVersion(source.name, version, backend, metrics)
+        run: RunBatch = backend.infer
+        monitor = self._drift(source, version, backend, metrics.drift) if self._drift else None
+        if monitor is not None:  # it counts each backend call's inputs and outputs
+            metrics.drift = monitor
+            run = monitor.wrap(backend.infer)
+        served = ModelVersion(source.name, version, backend, metrics, run=run)
         metrics.upstream = backend.upstream
         policy, target_ms = self._batching(source, backend) if self._batching else (None, None)
         if policy is not None:
             controller = AdaptiveController(policy, target_ms / 1e3) if target_ms else None
             served.batcher = Batcher(
-                backend.infer,
+                run,
                 backend.signature.output_names,
                 policy,
                 on_batch=metrics.executed,

@@ -17,10 +17,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
@@ -35,11 +36,13 @@ from .batching import BatchingPolicy, resolve_policy
 from .control import ConfigControl, ControlPlane, read_published
 from .control.plane import TICK_S
 from .dataplane import DataPlane
+from .drift import DriftMonitor, Profile, ProfileError, load_profile
 from .registry import READY, Registry
 from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .routing import policies_of
 from .settings import Settings
 from .telemetry import Metrics, serve_metrics
+from .tensors import TensorSpec
 from .transport import InferenceServicer, add_inference_service, new_server, resolve_transport
 from .transport.admin import start_admin_server
 
@@ -61,6 +64,18 @@ def _add_to_pool(*files: Any) -> None:
             POOL.FindFileByName(file.DESCRIPTOR.name)
         except KeyError:
             POOL.AddSerializedFile(file.DESCRIPTOR.serialized_pb)
+
+
+def _widths(specs: Iterable[TensorSpec]) -> dict[str, tuple[str, int]]:
+    """name -> (datatype, values per row; -1 when a dimension is dynamic) of a signature side."""
+    out = {}
+    for spec in specs:
+        dims = spec.shape[1:] if spec.shape and spec.shape[0] == -1 else spec.shape
+        out[spec.name] = (
+            spec.datatype,
+            -1 if any(d < 0 for d in dims) else int(np.prod(dims, dtype=np.int64)),
+        )
+    return out
 
 
 def bind_address(host: str, port: int) -> str:
@@ -135,6 +150,37 @@ class Gateway:
             max_batch = backend.signature.max_batch_size
             return resolve_policy(settings, source.name, source.config, max_batch, backend.concurrency)
 
+        profiles: dict[Path, Profile | None] = {}
+
+        def drift(
+            source: ModelSource, version: str, backend: Backend, previous: DriftMonitor | None
+        ) -> DriftMonitor | None:
+            spec = settings.models[source.name].drift if source.name in settings.models else None
+            if spec is None:
+                return None
+            if spec.reference not in profiles:
+                try:
+                    profiles[spec.reference] = load_profile(spec.reference)
+                except ProfileError as exc:
+                    log.error("model '%s': drift monitoring off: %s", source.name, exc)
+                    profiles[spec.reference] = None
+            profile = profiles[spec.reference]
+            if profile is None:
+                return None
+            problems = profile.check(_widths(backend.signature.inputs), _widths(backend.signature.outputs))
+            if problems:
+                log.error(
+                    "model '%s': drift monitoring off, the profile does not fit: %s",
+                    source.name,
+                    "; ".join(problems),
+                )
+                return None
+            if previous is not None and previous.profile is profile:
+                return previous  # a reloaded version counts on where it left off
+            return DriftMonitor(
+                profile, batched=backend.signature.max_batch_size > 0, label=f"{source.name}/{version}"
+            )
+
         self.registry = Registry(
             Repository(settings.model_repository, remote_versions(settings)),
             make_backend,
@@ -142,6 +188,7 @@ class Gateway:
             drain_s=settings.drain_s,
             on_change=self._on_model_change,
             batching=batching,
+            drift=drift,
         )
         self.registry.set_policies(policies_of(settings), revision)
         self.control = ConfigControl(self.registry, settings, run_dir)
@@ -198,7 +245,9 @@ class Gateway:
         if self._metrics_port >= 0:
             try:
                 self._metrics_server, self.metrics_port = serve_metrics(
-                    self._metrics_port, s.host, self.metrics.registry()
+                    self._metrics_port,
+                    s.host,
+                    self.metrics.registry(self.plane.snapshot) if self.plane else self.metrics.registry(),
                 )
             except OSError as exc:
                 await server.stop(0)

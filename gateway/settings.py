@@ -27,6 +27,7 @@ from pydantic import (
 
 __all__ = [
     "ConfigSource",
+    "DriftSettings",
     "ModelSettings",
     "OnnxRuntimeSettings",
     "Settings",
@@ -208,7 +209,10 @@ class RolloutSettings(_Strict):
         0.05, ge=0, le=1, description="Disagreeing share of the baseline's requests mirrored to the canary."
     )
     max_drift: float | None = Field(
-        None, ge=0, description="Accepted for the drift gate; drift is not measured yet, so it never gates."
+        None,
+        ge=0,
+        description="The canary's outputs scored against the baseline's over the step (the model's "
+        "drift `score`, in its profile's output bins); needs `drift` on the model. null: off.",
     )
 
     @field_validator("steps")
@@ -217,6 +221,21 @@ class RolloutSettings(_Strict):
         if not value or any(not 0 < s <= 100 for s in value) or value != sorted(set(value)):
             raise ValueError(f"steps must be rising percentages in (0, 100], got {value}")
         return value
+
+
+class DriftSettings(_Strict):
+    """Drift monitoring of a model's inputs and outputs against a reference profile."""
+
+    reference: Path = Field(description="The profile (.npz) that `modelgate profile build` made.")
+    window: int = Field(10_000, ge=1, description="Rows per window (unless window_s is set).")
+    window_s: float | None = Field(None, gt=0, description="Seconds per window instead of rows.")
+    score: Literal["psi", "js", "ks", "wasserstein"] = Field(
+        "psi", description="The score that decides alerts and the rollout gate."
+    )
+    alert: float = Field(0.2, gt=0, description="A window whose worst feature scores above this alerts.")
+    features: list[str | int] | None = Field(
+        None, description="Input features that count toward alerts (names or indices); null: all."
+    )
 
 
 class ModelSettings(_Strict):
@@ -242,6 +261,7 @@ class ModelSettings(_Strict):
         ge=1,
         description="Shadow copies in flight for this model; over it, copies are dropped and counted.",
     )
+    drift: DriftSettings | None = Field(None, description="Drift monitoring (a restart changes it).")
 
     @field_validator("versions")
     @classmethod

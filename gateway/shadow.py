@@ -95,7 +95,7 @@ class Mirror:
             if target.batcher is not None:
                 outputs: Outputs = (await target.batcher.submit(inputs, rows, None, LOWEST)).outputs
             else:
-                outputs = await target.backend.infer(inputs, names, None)
+                outputs = await target.run(inputs, names, None)
         except GatewayError as exc:
             stats.failed(exc.code)
             return

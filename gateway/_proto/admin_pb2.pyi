@@ -194,3 +194,65 @@ class GetShadowReportResponse(_message.Message):
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     pairs: _containers.RepeatedCompositeFieldContainer[ShadowPair]
     def __init__(self, pairs: _Optional[_Iterable[_Union[ShadowPair, _Mapping]]] = ...) -> None: ...
+
+class DriftReportRequest(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class DriftVersion(_message.Message):
+    __slots__ = ("version", "alert", "reason", "windows")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    alert: bool
+    reason: str
+    windows: int
+    def __init__(self, version: _Optional[str] = ..., alert: _Optional[bool] = ..., reason: _Optional[str] = ..., windows: _Optional[int] = ...) -> None: ...
+
+class DriftFeature(_message.Message):
+    __slots__ = ("version", "tensor", "role", "feature", "window_rows", "psi", "js", "ks", "wasserstein", "nan_rate", "counts", "over")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    JS_FIELD_NUMBER: _ClassVar[int]
+    KS_FIELD_NUMBER: _ClassVar[int]
+    WASSERSTEIN_FIELD_NUMBER: _ClassVar[int]
+    NAN_RATE_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    OVER_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    tensor: str
+    role: str
+    feature: str
+    window_rows: int
+    psi: float
+    js: float
+    ks: float
+    wasserstein: float
+    nan_rate: float
+    counts: bool
+    over: bool
+    def __init__(self, version: _Optional[str] = ..., tensor: _Optional[str] = ..., role: _Optional[str] = ..., feature: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., nan_rate: _Optional[float] = ..., counts: _Optional[bool] = ..., over: _Optional[bool] = ...) -> None: ...
+
+class GetDriftReportResponse(_message.Message):
+    __slots__ = ("model", "score", "alert", "versions", "features")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    score: str
+    alert: float
+    versions: _containers.RepeatedCompositeFieldContainer[DriftVersion]
+    features: _containers.RepeatedCompositeFieldContainer[DriftFeature]
+    def __init__(self, model: _Optional[str] = ..., score: _Optional[str] = ..., alert: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[DriftVersion, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[DriftFeature, _Mapping]]] = ...) -> None: ...

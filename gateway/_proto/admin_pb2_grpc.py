@@ -94,6 +94,11 @@ class AdminServiceStub:
                 request_serializer=admin__pb2.ModelRequest.SerializeToString,
                 response_deserializer=admin__pb2.GetShadowReportResponse.FromString,
                 _registered_method=True)
+        self.GetDriftReport = channel.unary_unary(
+                '/modelgate.admin.v1.AdminService/GetDriftReport',
+                request_serializer=admin__pb2.DriftReportRequest.SerializeToString,
+                response_deserializer=admin__pb2.GetDriftReportResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -179,6 +184,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDriftReport(self, request, context):
+        """Drift of a model's versions against its reference profile: the last window per feature.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +253,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetShadowReport,
                     request_deserializer=admin__pb2.ModelRequest.FromString,
                     response_serializer=admin__pb2.GetShadowReportResponse.SerializeToString,
+            ),
+            'GetDriftReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDriftReport,
+                    request_deserializer=admin__pb2.DriftReportRequest.FromString,
+                    response_serializer=admin__pb2.GetDriftReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -567,6 +584,33 @@ class AdminService:
             '/modelgate.admin.v1.AdminService/GetShadowReport',
             admin__pb2.ModelRequest.SerializeToString,
             admin__pb2.GetShadowReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDriftReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelgate.admin.v1.AdminService/GetDriftReport',
+            admin__pb2.DriftReportRequest.SerializeToString,
+            admin__pb2.GetDriftReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

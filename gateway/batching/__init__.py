@@ -1,7 +1,7 @@
 """Dynamic batching: a batcher per model version, its policy, and the SLO-adaptive controller."""
 
 from .adaptive import AdaptiveController
-from .batcher import Batcher, BatchingPolicy, BatchResult
+from .batcher import Batcher, BatchingPolicy, BatchResult, RunBatch
 from .clock import Clock, LoopClock, ManualClock
 from .policy import resolve_policy
 
@@ -13,5 +13,6 @@ __all__ = [
     "Clock",
     "LoopClock",
     "ManualClock",
+    "RunBatch",
     "resolve_policy",
 ]

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ..drift import DriftTracker
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..repository import Repository
 from ..routing import unknown_versions
@@ -134,7 +135,9 @@ class ControlPlane:
         self.started = settings  # what the processes started with: only traffic changes later
         self.source = source
         self.run_dir = run_dir
-        self.rollouts = RolloutDriver(settings.state_dir, snapshots, clock)
+        self.drift = DriftTracker(clock)
+        self.drift.configure(settings)
+        self.rollouts = RolloutDriver(settings.state_dir, snapshots, clock, versus=self.drift.versus)
         self._admin_path = settings.state_dir / ADMIN_FILE
         self._file = settings
         self._seen = self._file_state()
@@ -181,9 +184,9 @@ class ControlPlane:
         problems = self._problems(layered)
         if problems:
             raise SettingsError("invalid configuration: " + "; ".join(problems))
-        diff = traffic_diff(self.layered, layered)
         served = self.rollouts.serve(layered)
-        if not force and not diff and served == self.served:
+        diff = traffic_diff(self.served, served)  # what the data plane serves differently
+        if not force and not diff:
             return Change(self.revision)
         if admin is not None and admin != self._admin:
             self._admin = admin
@@ -234,6 +237,11 @@ class ControlPlane:
                 self._commit(self.layered, "rollout", force=True)
             except SettingsError as exc:
                 log.error("rollout step refused: %s", exc)
+        self.drift.tick(self.snapshots())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The control plane's own figures for /metrics (drift scores and alerts)."""
+        return self.drift.snapshot()
 
     def reload(self, source: str) -> Change | None:
         """Read the file again and serve it (a new revision even when nothing changed). A
@@ -500,6 +508,15 @@ class ControlPlane:
             if baseline is not None:
                 roles[baseline] = "baseline"
         return roles
+
+    def drift_report(self, model: str, version: str = "") -> list[dict[str, Any]]:
+        """The last drift windows of a model's versions, per feature, worst first."""
+        self._check_known(model)
+        if self.drift.settings_of(model) is None:
+            raise FailedPrecondition(
+                f"model '{model}' has no drift monitoring (give it `drift:` in the config)"
+            )
+        return self.drift.report(model, version)
 
     def rollout_status(self, model: str = "") -> list[dict[str, Any]]:
         status = self.rollouts.status()

@@ -15,11 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
+from ..drift import drift_counts
 from ..errors import FailedPrecondition, NotFound
 from ..routing.rollout import RolloutSpec, RolloutState, Status, VersionWindow, Window, decide
 from ..settings import ModelSettings, Settings
@@ -30,6 +34,10 @@ __all__ = ["RUNTIME_FILE", "RolloutDriver", "rollout_spec"]
 log = logging.getLogger("gateway.rollout")
 
 Snapshots = Callable[[], Iterable[dict[str, Any]]]
+Versus = Callable[
+    [str, Mapping[str, NDArray[np.int64]], Mapping[str, NDArray[np.int64]]], tuple[float, str] | None
+]
+"""(model, the canary's output bins, the baseline's) -> (drift score, where) or None."""
 RUNTIME_FILE = "traffic.json"  # in state_dir: each rollout's status, step and weights
 
 
@@ -59,6 +67,7 @@ class _Totals:
     shadows: dict[tuple[str, str, str], tuple[int, int]] = field(
         default_factory=dict
     )  # (compared, disagreed)
+    drift: dict[tuple[str, str, str], NDArray[np.int64]] = field(default_factory=dict)  # bins (flat)
 
     @classmethod
     def of(cls, snapshots: Iterable[dict[str, Any]]) -> _Totals:
@@ -81,9 +90,10 @@ class _Totals:
                 agree, disagree = s["outcomes"].get("agree", 0), s["outcomes"].get("disagree", 0)
                 compared, disagreed = totals.shadows.get(pair, (0, 0))
                 totals.shadows[pair] = (compared + agree + disagree, disagreed + disagree)
+        totals.drift = {k: np.asarray(bins, np.int64) for k, (_, bins, _) in drift_counts(snapshots).items()}
         return totals
 
-    def window(self, since: _Totals, model: str, spec: RolloutSpec) -> Window:
+    def window(self, since: _Totals, model: str, spec: RolloutSpec, versus: Versus | None = None) -> Window:
         def version(v: str) -> VersionWindow:
             now = self.versions.get((model, v), VersionWindow())
             then = since.versions.get((model, v), VersionWindow())
@@ -97,10 +107,26 @@ class _Totals:
                 [a - b for a, b in zip(counts, before, strict=True)],
             )
 
+        def bins(v: str) -> dict[str, NDArray[np.int64]]:
+            out = {}
+            for (m, ver, tensor), now in self.drift.items():
+                then = since.drift.get((m, ver, tensor))
+                if m == model and ver == v:
+                    out[tensor] = now - then if then is not None and then.shape == now.shape else now
+            return out
+
         pair = (model, spec.baseline, spec.canary)
         compared, disagreed = self.shadows.get(pair, (0, 0))
         c0, d0 = since.shadows.get(pair, (0, 0))
-        return Window(version(spec.canary), version(spec.baseline), compared - c0, disagreed - d0)
+        drift = versus(model, bins(spec.canary), bins(spec.baseline)) if versus is not None else None
+        return Window(
+            version(spec.canary),
+            version(spec.baseline),
+            compared - c0,
+            disagreed - d0,
+            drift[0] if drift is not None else None,
+            drift[1] if drift is not None else "",
+        )
 
 
 @dataclass
@@ -115,10 +141,17 @@ class RolloutDriver:
     it reads is the control plane's (the file with admin changes over it); its own state lives
     in `state_dir/traffic.json`, so a restart resumes it."""
 
-    def __init__(self, state_dir: Path, snapshots: Snapshots, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        state_dir: Path,
+        snapshots: Snapshots,
+        clock: Callable[[], float] = time.monotonic,
+        versus: Versus | None = None,
+    ):
         self._path = state_dir / RUNTIME_FILE
         self.snapshots = snapshots
         self._clock = clock
+        self._versus = versus  # the drift gate's score (gateway/drift/tracker.py)
         self._rollouts: dict[str, _Running] = {}
 
     def _sync(self, settings: Settings, totals: _Totals | None = None) -> bool:
@@ -166,7 +199,7 @@ class RolloutDriver:
         now = self._clock()
         for name, running in self._rollouts.items():
             spec = running.spec
-            action = decide(spec, running.state, totals.window(running.since, name, spec), now)
+            action = decide(spec, running.state, totals.window(running.since, name, spec, self._versus), now)
             running.state = action.state
             if action.changed:
                 running.since = totals

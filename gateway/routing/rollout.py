@@ -8,7 +8,8 @@ step's window saw:
     error rate        canary requests that failed for the server's reasons (not the client's)
     p99 ratio         canary p99 / baseline p99 (latency histograms, interpolated in-bucket)
     disagreement      shadow copies of the baseline's requests sent to the canary that disagreed
-    drift             not measured by this build (drift monitoring is issue 9): never gates
+    drift             the canary's outputs scored against the baseline's over the step
+                      (gateway/drift/tracker.py's `versus`), when the model is monitored
 
 One gate failing rolls back at once, whenever the canary has `min_requests` in the window (so
 a bad canary goes within one interval): 100% to the baseline, the canary stays loaded at 0%.
@@ -59,7 +60,7 @@ class RolloutSpec:
     max_error_rate: float | None = None
     max_p99_ratio: float | None = None
     max_shadow_disagreement: float | None = None
-    max_drift: float | None = None  # accepted, never gates (no drift monitoring yet)
+    max_drift: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ class Window:
     baseline: VersionWindow
     compared: int = 0  # shadow copies (baseline -> canary) compared
     disagreed: int = 0
+    drift: float | None = None  # the canary's outputs against the baseline's (None: not measured)
+    drift_where: str = ""  # which output feature scored it
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ def _gates(spec: RolloutSpec, window: Window) -> str:
                 f"shadow disagreement {share:.4f} > {spec.max_shadow_disagreement} "
                 f"({window.disagreed} of {window.compared})"
             )
+    if spec.max_drift is not None and window.drift is not None and window.drift > spec.max_drift:
+        return f"drift {window.drift:.4f} > {spec.max_drift} (against the baseline, {window.drift_where})"
     return ""
 
 

@@ -52,6 +52,7 @@ class VersionMetrics:
     batching: Any = None  # the version's BatchingPolicy (its knobs move in adaptive mode)
     controller: Any = None  # the AdaptiveController, when there is a p99 target
     upstream: Any = None  # the backend's upstream(): remote endpoints' state and counters
+    drift: Any = None  # the version's DriftMonitor (gateway/drift): counts its inputs and outputs
 
     def executed(self, rows: int, compute_ns: int) -> None:
         """One backend call of `rows` rows took `compute_ns`."""
@@ -95,6 +96,7 @@ class VersionMetrics:
             "latency": [list(self.latency.counts), self.latency.total],
             "backend_latency": [list(self.backend_latency.counts), self.backend_latency.total],
             "upstream": dict(self.upstream()) if self.upstream is not None else {},
+            "drift": self.drift.snapshot() if self.drift is not None else {},
             "batching": None
             if self.batching is None
             else {
@@ -162,9 +164,10 @@ class Metrics:
         tmp.write_text(json.dumps(self.snapshot()))
         tmp.replace(path)
 
-    def registry(self) -> CollectorRegistry:
+    def registry(self, *others: Callable[[], dict[str, Any]]) -> CollectorRegistry:
+        """This process's counters, with `others`' snapshots (the control plane's) beside them."""
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(SnapshotCollector(lambda: [self.snapshot()]))
+        registry.register(SnapshotCollector(lambda: [self.snapshot(), *(o() for o in others)]))
         return registry
 
 
@@ -197,9 +200,11 @@ class SnapshotCollector:
         upstream = _Upstream()
         routing = RoutingFamilies()
         supervisor: dict[str, int] = {}
+        drift: dict[str, Any] = {}
         inflight = 0
         for snap in self._snapshots():
             inflight += snap.get("inflight", 0)
+            drift = snap.get("drift") or drift  # the control plane's
             routing.add_worker(snap)
             for model, n in snap.get("load_failures", {}).items():
                 load_failures[model] = load_failures.get(model, 0) + n
@@ -249,6 +254,7 @@ class SnapshotCollector:
             failures.add_metric((model,), n)
         yield failures
         yield GaugeMetricFamily("modelgate_inflight_requests", "Inference requests being served.", inflight)
+        yield from _drift_families(drift)
         if supervisor:  # --workers N
             yield CounterMetricFamily(
                 "modelgate_worker_restarts",
@@ -346,3 +352,35 @@ def serve_metrics(port: int, host: str, registry: CollectorRegistry) -> tuple[An
     server (call .shutdown()) and the bound port."""
     server, _thread = start_http_server(port, host, registry=registry)
     return server, server.server_address[1]
+
+
+def _drift_families(drift: dict[str, Any]) -> Iterator[Any]:
+    """The control plane's drift figures (gateway/drift/tracker.py's snapshot)."""
+    scores = GaugeMetricFamily(
+        "modelgate_drift_score",
+        "Each feature's drift score (the model's configured score) over the last ended window.",
+        labels=("model", "version", "tensor", "feature"),
+    )
+    for entry in drift.get("scores", ()):
+        for feature, value in entry["features"]:
+            scores.add_metric((entry["model"], entry["version"], entry["tensor"], feature), value)
+    yield scores
+    alert = GaugeMetricFamily(
+        "modelgate_drift_alert",
+        "1 while a version's worst feature scores above its alert.",
+        labels=("model", "version"),
+    )
+    windows = CounterMetricFamily(
+        "modelgate_drift_windows", "Drift windows ended and scored.", labels=("model", "version")
+    )
+    alerts = CounterMetricFamily(
+        "modelgate_drift_alerts", "Drift alerts raised.", labels=("model", "version")
+    )
+    for v in drift.get("versions", ()):
+        labels = (v["model"], v["version"])
+        alert.add_metric(labels, v["alert"])
+        windows.add_metric(labels, v["windows"])
+        alerts.add_metric(labels, v["alerts"])
+    yield alert
+    yield windows
+    yield alerts

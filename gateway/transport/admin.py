@@ -136,6 +136,28 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             pairs.append(pb.ShadowPair(**{k: v for k, v in p.items() if k != "recent"}, recent=recent))
         return pb.GetShadowReportResponse(pairs=pairs)
 
+    @handled
+    async def GetDriftReport(self, request: pb.DriftReportRequest, context: Any) -> pb.GetDriftReportResponse:
+        _need(request.model, "model")
+        plane = self._plane
+        rows = plane.drift_report(request.model, request.version)
+        spec = plane.drift.settings_of(request.model)
+        assert spec is not None  # drift_report refused a model without drift monitoring
+        versions = [
+            pb.DriftVersion(
+                version=v,
+                alert=(request.model, v) in plane.drift.alerting,
+                reason=plane.drift.alerting.get((request.model, v), ""),
+                windows=n,
+            )
+            for (m, v), n in sorted(plane.drift.windows.items())
+            if m == request.model and (not request.version or v == request.version)
+        ]
+        features = [pb.DriftFeature(**{k: v for k, v in r.items() if k != "model"}) for r in rows]
+        return pb.GetDriftReportResponse(
+            model=request.model, score=spec.score, alert=spec.alert, versions=versions, features=features
+        )
+
 
 def _need(value: str, name: str) -> None:
     if not value:

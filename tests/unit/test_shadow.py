@@ -53,9 +53,9 @@ class Fake:
 
 
 def model(metrics: Metrics, shadows: dict[str, Fake], max_inflight: int = 64) -> tuple[Model, ModelVersion]:
-    versions = {"1": ModelVersion("m", "1", Fake(), metrics.for_version("m", "1"))}  # type: ignore[arg-type]
+    versions = {"1": ModelVersion("m", "1", Fake(), metrics.for_version("m", "1"), Fake().infer)}  # type: ignore[arg-type]
     for v, backend in shadows.items():
-        versions[v] = ModelVersion("m", v, backend, metrics.for_version("m", v))  # type: ignore[arg-type]
+        versions[v] = ModelVersion("m", v, backend, metrics.for_version("m", v), backend.infer)  # type: ignore[arg-type]
     policy = TrafficPolicy(
         weights={"1": 1}, shadows=dict.fromkeys(shadows, 1.0), shadow_max_inflight=max_inflight
     )

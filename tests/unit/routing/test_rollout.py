@@ -27,6 +27,7 @@ SPEC = RolloutSpec(
     max_error_rate=0.01,
     max_p99_ratio=1.5,
     max_shadow_disagreement=0.05,
+    max_drift=0.2,
 )
 START = RolloutState(Status.RUNNING, 0, 1000.0)
 
@@ -37,8 +38,10 @@ def version(requests: int, failures: dict[str, int] | None = None, bucket: int =
     return VersionWindow(requests, failures or {}, BOUNDS, counts)
 
 
-def window(canary: VersionWindow | None = None, compared: int = 0, disagreed: int = 0) -> Window:
-    return Window(canary or version(200), version(2000), compared, disagreed)
+def window(
+    canary: VersionWindow | None = None, compared: int = 0, disagreed: int = 0, drift: float | None = None
+) -> Window:
+    return Window(canary or version(200), version(2000), compared, disagreed, drift, "output 'y' feature 3")
 
 
 def test_weights_follow_the_state() -> None:
@@ -77,8 +80,9 @@ def test_every_step_then_promotion() -> None:
         (window(version(200, {"UNAVAILABLE": 2, "DEADLINE_EXCEEDED": 1})), "error rate"),
         (window(version(200, bucket=3)), "p99 ratio"),
         (window(compared=100, disagreed=6), "shadow disagreement 0.0600 > 0.05"),
+        (window(drift=0.31), "drift 0.3100 > 0.2 (against the baseline, output 'y' feature 3)"),
     ],
-    ids=["errors", "unavailable+deadline", "slower", "disagrees"],
+    ids=["errors", "unavailable+deadline", "slower", "disagrees", "drifts"],
 )
 def test_one_failing_gate_rolls_back_at_once(win: Window, why: str) -> None:
     action = decide(SPEC, START, win, now=1001.0)  # long before the interval ends
@@ -99,9 +103,11 @@ def test_within_thresholds_passes() -> None:
 
 
 def test_gates_left_out_never_fail() -> None:
-    lax = RolloutSpec("2", "1", (10, 100), 60, 100, None, None, None, max_drift=0.1)
+    lax = RolloutSpec("2", "1", (10, 100), 60, 100, None, None, None, max_drift=None)
     bad = window(version(200, {"INTERNAL": 200}, bucket=4), compared=10, disagreed=10)
     assert decide(lax, START, bad, now=1060.0).state.status == Status.RUNNING
+    unmeasured = window(drift=None)  # a model without drift monitoring: the drift gate cannot fail
+    assert decide(SPEC, START, unmeasured, now=1060.0).state.status == Status.RUNNING
 
 
 @pytest.mark.parametrize("status", [Status.PAUSED, Status.PROMOTED, Status.ROLLED_BACK])

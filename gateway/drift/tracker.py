@@ -1,0 +1,293 @@
+"""The control plane's side of drift: windows over every worker's counts, scores, alerts.
+
+Workers only count (gateway/drift/monitor.py); their counts only grow and reach the control
+plane in their snapshots (a dead worker's stay, in the retired sum). So a window is the
+difference of two sums: it merges exactly across workers, and costs nothing on the data plane.
+Windows are consecutive: one ends once `window` rows have been seen since it began (or, with
+`window_s`, once that many seconds have passed and it saw a row), and the next begins there.
+
+Each ended window is scored per feature against the reference profile with every score
+(gateway/drift/scores.py): the inputs of every version, the outputs of the version the profile
+was built from (another version's outputs differ by design). The model's configured `score`
+decides its alert: the worst feature (of `features`, for inputs; every output feature) over
+`alert`. An alert is a log line when it
+starts and when it clears, `modelgate_drift_alert` on /metrics, and in the drift report.
+
+The rollout gate `max_drift` reads `versus`: the canary's outputs scored against the baseline's
+over the step, in the profile's output bins (prediction drift between the versions; both see
+the same inputs, so input drift says nothing about the canary).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..settings import DriftSettings, Settings
+from .profile import Profile, ProfileError, TensorProfile, load_profile
+from .scores import SCORES, Score, score
+
+__all__ = ["DriftTracker", "drift_counts"]
+
+log = logging.getLogger("gateway.drift")
+
+Key = tuple[str, str, str]  # model, version, tensor
+
+
+@dataclass(frozen=True)
+class _Counts:
+    rows: int
+    bins: NDArray[np.int64]  # (F, B)
+    nan: NDArray[np.int64]  # (F,)
+
+
+@dataclass(frozen=True)
+class _Start:
+    at: float
+    counts: _Counts
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    rows: int
+    scores: dict[Score, NDArray[np.float64]]  # per feature
+    nan_rate: NDArray[np.float64]
+    ended: float  # unix time
+
+
+def drift_counts(snapshots: Iterable[dict[str, Any]]) -> dict[Key, tuple[int, list[int], list[int]]]:
+    """Each (model, version, tensor)'s counts summed over snapshots: rows, flat bins, NaNs."""
+    out: dict[Key, tuple[int, list[int], list[int]]] = {}
+    for snap in snapshots:
+        for v in snap.get("versions", ()):
+            for tensor, d in (v.get("drift") or {}).items():
+                key = (v["model"], v["version"], tensor)
+                prev = out.get(key)
+                if prev is None:
+                    out[key] = (d["rows"], list(d["bins"]), list(d["nan"]))
+                elif len(prev[1]) == len(d["bins"]):
+                    out[key] = (
+                        prev[0] + d["rows"],
+                        [a + b for a, b in zip(prev[1], d["bins"], strict=True)],
+                        [a + b for a, b in zip(prev[2], d["nan"], strict=True)],
+                    )
+    return out
+
+
+class DriftTracker:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._specs: dict[str, tuple[DriftSettings, Profile]] = {}
+        self._profiles: dict[Path, tuple[int, Profile]] = {}  # path -> (mtime, profile)
+        self._start: dict[Key, _Start] = {}
+        self.last: dict[Key, WindowScores] = {}
+        self.windows: dict[tuple[str, str], int] = {}
+        self.alerts: dict[tuple[str, str], int] = {}  # alerts raised (each start counts once)
+        self.alerting: dict[tuple[str, str], str] = {}  # (model, version) -> why, while alerting
+
+    def configure(self, settings: Settings) -> None:
+        specs = {}
+        for name, model in settings.models.items():
+            if model.drift is None:
+                continue
+            try:
+                specs[name] = (model.drift, self._profile(model.drift.reference))
+            except ProfileError as exc:
+                log.error("model '%s': drift monitoring off: %s", name, exc)
+        self._specs = specs
+
+    def _profile(self, path: Path) -> Profile:
+        mtime = path.stat().st_mtime_ns if path.exists() else -1
+        cached = self._profiles.get(path)
+        if cached is None or cached[0] != mtime:
+            cached = self._profiles[path] = (mtime, load_profile(path))
+        return cached[1]
+
+    def tick(self, snapshots: Iterable[dict[str, Any]]) -> bool:
+        """Cut and score the windows that ended; True when any did."""
+        if not self._specs:
+            return False
+        now = self._clock()
+        ended: set[tuple[str, str]] = set()
+        for key, (rows, bins, nan) in drift_counts(snapshots).items():
+            found = self._specs.get(key[0])
+            tensor = found[1].tensors.get(key[2]) if found is not None else None
+            if found is None or tensor is None or len(bins) != tensor.counts.size:
+                continue
+            if tensor.role == "output" and key[1] != found[1].version:
+                continue  # another version's outputs are not the profile's to judge (see versus)
+            spec = found[0]
+            counts = _Counts(
+                rows, np.asarray(bins, np.int64).reshape(tensor.counts.shape), np.asarray(nan, np.int64)
+            )
+            start = self._start.get(key)
+            if start is None or rows < start.counts.rows:  # first sight, or the counts started over:
+                zero = _Counts(0, np.zeros_like(counts.bins), np.zeros_like(counts.nan))  # from their start
+                start = self._start[key] = _Start(now, zero)
+            seen = rows - start.counts.rows
+            due = (
+                seen >= spec.window
+                if spec.window_s is None
+                else (now - start.at >= spec.window_s and seen > 0)
+            )
+            if not due:
+                continue
+            window = counts.bins - start.counts.bins
+            self.last[key] = WindowScores(
+                seen,
+                {kind: score(kind, tensor.counts, window, tensor.edges) for kind in SCORES},
+                (counts.nan - start.counts.nan) / seen,
+                time.time(),
+            )
+            self._start[key] = _Start(now, counts)
+            ended.add(key[:2])
+        for model, version in ended:
+            self.windows[(model, version)] = self.windows.get((model, version), 0) + 1
+            self._judge(model, version)
+        return bool(ended)
+
+    def _worst(self, model: str, version: str) -> tuple[float, str]:
+        spec, profile = self._specs[model]
+        worst, where = 0.0, ""
+        for name, tensor in profile.tensors.items():
+            last = self.last.get((model, version, name))
+            if last is None:
+                continue
+            values = last.scores[spec.score]
+            chosen = _selected(spec, tensor)
+            for i in chosen:
+                if values[i] > worst:
+                    worst, where = float(values[i]), f"{tensor.role} '{name}' feature {_label(tensor, i)}"
+        return worst, where
+
+    def _judge(self, model: str, version: str) -> None:
+        spec = self._specs[model][0]
+        worst, where = self._worst(model, version)
+        key = (model, version)
+        if worst > spec.alert:
+            why = f"{where}: {spec.score} {worst:.4f} > {spec.alert}"
+            if key not in self.alerting:
+                self.alerts[key] = self.alerts.get(key, 0) + 1
+                log.warning("drift alert: model '%s' version %s: %s", model, version, why)
+            self.alerting[key] = why
+        elif self.alerting.pop(key, None) is not None:
+            log.info(
+                "drift alert cleared: model '%s' version %s (worst %s %.4f)",
+                model,
+                version,
+                spec.score,
+                worst,
+            )
+
+    def worst(self, model: str, version: str) -> float | None:
+        """The version's worst score in its last windows (None: not monitored, or no window yet)."""
+        if model not in self._specs or not any(k[:2] == (model, version) for k in self.last):
+            return None
+        return self._worst(model, version)[0]
+
+    def versus(
+        self, model: str, canary: Mapping[str, NDArray[np.int64]], baseline: Mapping[str, NDArray[np.int64]]
+    ) -> tuple[float, str] | None:
+        """The canary's outputs scored against the baseline's (bins counted over the same span):
+        the worst output feature, and where; None without a profile or data on both sides."""
+        found = self._specs.get(model)
+        if found is None:
+            return None
+        spec, profile = found
+        worst: tuple[float, str] | None = None
+        for name, tensor in profile.tensors.items():
+            c, b = canary.get(name), baseline.get(name)
+            if tensor.role != "output" or c is None or b is None or not c.sum() or not b.sum():
+                continue
+            values = score(
+                spec.score, b.reshape(tensor.counts.shape), c.reshape(tensor.counts.shape), tensor.edges
+            )
+            i = int(np.argmax(values))
+            if worst is None or values[i] > worst[0]:
+                worst = (float(values[i]), f"output '{name}' feature {_label(tensor, i)}")
+        return worst
+
+    def report(self, model: str, version: str = "") -> list[dict[str, Any]]:
+        """Per version, tensor and feature: the last window's scores, worst first."""
+        found = self._specs.get(model)
+        if found is None:
+            return []
+        spec, profile = found
+        rows: list[dict[str, Any]] = []
+        for (m, v, name), last in self.last.items():
+            if m != model or (version and v != version):
+                continue
+            tensor = profile.tensors[name]
+            counted = set(_selected(spec, tensor))
+            for i in range(tensor.n_features):
+                row: dict[str, Any] = {
+                    "model": m,
+                    "version": v,
+                    "tensor": name,
+                    "role": tensor.role,
+                    "feature": _label(tensor, i),
+                    "window_rows": last.rows,
+                    "nan_rate": float(last.nan_rate[i]),
+                    **{kind: float(last.scores[kind][i]) for kind in SCORES},
+                    "counts": i in counted,  # toward the alert
+                    "over": i in counted and float(last.scores[spec.score][i]) > spec.alert,
+                }
+                rows.append(row)
+        rows.sort(key=lambda r: (-r[spec.score], r["version"], r["tensor"]))
+        return rows
+
+    def settings_of(self, model: str) -> DriftSettings | None:
+        found = self._specs.get(model)
+        return found[0] if found is not None else None
+
+    def snapshot(self) -> dict[str, Any]:
+        """What /metrics shows: the configured score per feature of the last windows, and each
+        version's alert state and counters."""
+        scores = []
+        for (model, version, name), last in sorted(self.last.items()):
+            spec, profile = self._specs[model]
+            tensor = profile.tensors[name]
+            values = last.scores[spec.score]
+            scores.append(
+                {
+                    "model": model, "version": version, "tensor": name,
+                    "features": [[_label(tensor, i), float(values[i])] for i in range(tensor.n_features)],
+                }
+            )  # fmt: skip
+        versions = [
+            {
+                "model": m,
+                "version": v,
+                "alert": int((m, v) in self.alerting),
+                "windows": n,
+                "alerts": self.alerts.get((m, v), 0),
+            }
+            for (m, v), n in sorted(self.windows.items())
+        ]
+        return {"drift": {"scores": scores, "versions": versions}}
+
+
+def _label(tensor: TensorProfile, i: int) -> str:
+    return tensor.features[i] if tensor.features else str(i)
+
+
+def _selected(spec: DriftSettings, tensor: TensorProfile) -> list[int]:
+    """The features of a tensor that count toward alerts: `features` (names or indices) for
+    inputs, every one for outputs."""
+    if tensor.role == "output" or spec.features is None:
+        return list(range(tensor.n_features))
+    out = []
+    for f in spec.features:
+        if isinstance(f, int):
+            if 0 <= f < tensor.n_features:
+                out.append(f)
+        elif f in tensor.features:
+            out.append(tensor.features.index(f))
+    return out
