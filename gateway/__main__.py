@@ -47,9 +47,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"modelgate: {exc}", file=sys.stderr)
         return 2
     from .drift import profile_problems
-    from .routing import unknown_versions
+    from .routing import unknown_names
 
-    if problems := unknown_versions(settings) + profile_problems(settings):
+    if problems := unknown_names(settings) + profile_problems(settings):
         print(f"modelgate: invalid configuration: {'; '.join(problems)}", file=sys.stderr)
         return 2
     logging.basicConfig(

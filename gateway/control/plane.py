@@ -43,7 +43,7 @@ from pydantic import ValidationError
 from ..drift import DriftTracker
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..repository import Repository
-from ..routing import unknown_versions
+from ..routing import unknown_names
 from ..routing.rollout import quantile
 from ..settings import ConfigSource, ModelSettings, Settings, SettingsError
 from ..telemetry._histogram import LATENCY_BOUNDS
@@ -167,7 +167,7 @@ class ControlPlane:
     # -- the seam -----------------------------------------------------------------------------
 
     def _problems(self, layered: Settings) -> list[str]:
-        return restart_only_changes(self.started, layered) + unknown_versions(layered)
+        return restart_only_changes(self.started, layered) + unknown_names(layered)
 
     def _commit(
         self,
@@ -313,7 +313,7 @@ class ControlPlane:
         }
         try:
             layered = compose(self._file, admin)
-            errors = restart_only_changes(self.started, posted) + unknown_versions(layered)
+            errors = restart_only_changes(self.started, posted) + unknown_names(layered)
         except SettingsError as exc:
             return Change(self.revision, applied=False, errors=_split(str(exc)))
         if errors or dry_run:

@@ -5,7 +5,7 @@ they are tested without a server. gateway/registry.py builds a `Router` per publ
 gateway/dataplane.py asks it for each request.
 """
 
-from ._config import policies_of, unknown_versions
+from ._config import policies_of, unknown_names
 from .compare import Comparison, compare
 from .policy import NO_POLICY, Route, Router, TrafficPolicy, sticky_unit
 
@@ -18,5 +18,5 @@ __all__ = [
     "compare",
     "policies_of",
     "sticky_unit",
-    "unknown_versions",
+    "unknown_names",
 ]

@@ -6,7 +6,7 @@ from ..repository import Repository
 from ..settings import Settings
 from .policy import TrafficPolicy
 
-__all__ = ["policies_of", "unknown_versions"]
+__all__ = ["policies_of", "unknown_names"]
 
 
 def policies_of(settings: Settings) -> dict[str, TrafficPolicy]:
@@ -28,12 +28,21 @@ def policies_of(settings: Settings) -> dict[str, TrafficPolicy]:
     return out
 
 
-def unknown_versions(settings: Settings) -> list[str]:
-    """Versions that `traffic`, `shadow` or `rollout` name but neither the repository nor a remote
-    (`versions:`) entry holds: the config is refused with every one of them listed."""
+def unknown_names(settings: Settings) -> list[str]:
+    """Models the config names that neither the repository nor a remote version holds (a typo
+    would otherwise be ignored), and versions that `traffic`, `shadow` or `rollout` name but
+    neither the repository nor a remote (`versions:`) entry holds: the config is refused with
+    every one of them listed."""
     repository = Repository(settings.model_repository)
+    local = repository.model_names()
     problems = []
     for name, model in sorted(settings.models.items()):
+        if name not in local and not any(v.backend == "triton" for v in model.versions.values()):
+            problems.append(
+                f"models.{name}: no model '{name}' in the repository and no remote version "
+                f"(the repository has: {', '.join(local) or 'nothing'})"
+            )
+            continue
         named = set(model.traffic or {}) | set(model.shadow)
         if model.rollout is not None:
             named |= {model.rollout.canary} | ({model.rollout.baseline} if model.rollout.baseline else set())

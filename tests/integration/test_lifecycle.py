@@ -289,6 +289,19 @@ def test_a_second_gateway_on_a_busy_port_refuses_to_start(gateway: GatewayProces
         assert infer_mlp(c, "1") == "1"
 
 
+def test_a_model_the_repository_lacks_is_a_config_error_naming_the_models_it_has(
+    repo: Path, tmp_path: Path
+) -> None:
+    """A typo (`mlpp:`) would otherwise be ignored while mlp runs without its settings."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("models:\n  mlpp: {batching: {max_queue_delay_us: 100}}\n")
+    proc = GatewayProcess(repo, "--config", str(config))
+    assert proc.proc.wait(60) == 2, proc.log()
+    proc.terminate()
+    assert "models.mlpp: no model 'mlpp' in the repository and no remote version" in proc.log()
+    assert "(the repository has: identity, identity_typed, mlp, pinned)" in proc.log(), proc.log()
+
+
 def worker_pids(supervisor: int) -> list[int]:
     """The supervisor's workers (not its control process): named modelgate-w0, -w1, ..."""
     out = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True).stdout
