@@ -45,6 +45,7 @@ class DataPlane:
         metrics: Metrics,
         model_control: ModelControl | None = None,
         max_inflight: int = 0,
+        max_inflight_bytes: int = 0,
     ) -> None:
         """`model_control` carries RepositoryModelLoad/Unload to every serving process (the
         control plane's path); None refuses them."""
@@ -52,6 +53,7 @@ class DataPlane:
         self._metrics = metrics
         self._model_control = model_control
         self._max_inflight = max_inflight or 1 << 62
+        self._max_bytes = max_inflight_bytes  # 0: no budget
         self.accepting = False  # set by the server once every model is loaded, cleared on drain
         self.forwards_trace = bool(registry.repository.remote)  # remote backends want traceparent
         self.mirror = Mirror(metrics)
@@ -72,10 +74,12 @@ class DataPlane:
         request: pb.ModelInferRequest,
         deadline: float | None = None,
         metadata: Mapping[str, str] | None = None,
+        size: int = 0,
     ) -> pb.ModelInferResponse:
         """Serve one request. `deadline` is on the event loop's clock (None: no deadline); the
         request's parameters may add `priority` (1 = highest) and `timeout` (µs in the queue).
-        `metadata` holds the call's sticky keys (`sticky_keys`), when it carries any."""
+        `metadata` holds the call's sticky keys (`sticky_keys`), when it carries any; `size` is
+        the request message's size on the wire (it counts toward `max_inflight_bytes`)."""
         start = time.perf_counter_ns()
         model = self.registry.resolve(request.model_name)
         router = model.router
@@ -92,7 +96,14 @@ class DataPlane:
         if metrics.inflight >= self._max_inflight:
             stats.failed("RESOURCE_EXHAUSTED", 0)
             raise ResourceExhausted(f"{metrics.inflight} requests in flight: the gateway's cap")
+        if self._max_bytes and metrics.inflight_bytes + size > self._max_bytes:
+            stats.failed("RESOURCE_EXHAUSTED", 0)
+            raise ResourceExhausted(
+                f"{metrics.inflight_bytes} bytes of requests in flight and this one has {size}: "
+                f"over the gateway's max_inflight_bytes ({self._max_bytes})"
+            )
         metrics.inflight += 1
+        metrics.inflight_bytes += size
         mirrored = None
         try:
             signature = served.signature
@@ -140,6 +151,7 @@ class DataPlane:
             raise
         finally:
             metrics.inflight -= 1
+            metrics.inflight_bytes -= size
             if mirrored is not None and not mirrored.done():
                 mirrored.set_result(None)  # the primary failed: nothing to compare
         end = time.perf_counter_ns()

@@ -199,6 +199,7 @@ class Gateway:
             self.metrics,
             model_control=self.control.request if settings.model_control_mode == "explicit" else None,
             max_inflight=settings.max_inflight_requests,
+            max_inflight_bytes=settings.max_inflight_bytes,
         )
         self.health = HealthServicer()
         self.port = 0

@@ -376,6 +376,12 @@ class Settings(_Strict):
         description="Inference requests served at once per worker; one more gets "
         "RESOURCE_EXHAUSTED at once (0: no cap).",
     )
+    max_inflight_bytes: int = Field(
+        1 << 30,
+        ge=0,
+        description="Bytes of inference requests served at once per worker (their messages' size); "
+        "one that would go over gets RESOURCE_EXHAUSTED at once (0: no budget).",
+    )
     drain_s: float = Field(
         5.0,
         ge=0,

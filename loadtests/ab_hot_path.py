@@ -72,7 +72,8 @@ async def main():
     batching = "on" if mode.startswith("batched") else "off"
     overrides = {"model_repository": repo, "grpc_port": 0, "metrics_port": -1,
                  "batching": {"mode": batching}, **extra}
-    gateway = Gateway(load_settings(overrides=overrides))
+    run_dir = Path(tempfile.mkdtemp(prefix="modelgate-run-"))
+    gateway = Gateway(load_settings(overrides=overrides), run_dir=run_dir)
     await gateway.start()
     await gateway.load()
     served = gateway.registry.get("mlp")
@@ -109,7 +110,7 @@ async def main():
             elif mode == "fake-free-gil":
                 hashlib.sha256(blob).digest()
             return {"y": np.ones((len(inputs["x"]), 8), np.float32)}
-        served.backend.infer = fake
+        served.run = fake
         if served.batcher is not None:
             served.batcher._run = fake
     print(f"port {gateway.port}", flush=True)

@@ -39,7 +39,7 @@ async def run(repo: Path, args: argparse.Namespace) -> None:
             "batching": {"mode": args.batching},
         }
     )
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, run_dir=Path(tempfile.mkdtemp(prefix="modelgate-run-")))
     await gateway.registry.load("mlp")
     if args.fake_backend:
         served = gateway.registry.get("mlp")
@@ -50,7 +50,7 @@ async def run(repo: Path, args: argparse.Namespace) -> None:
         ) -> dict[str, np.ndarray]:
             return {"y": answer[: len(inputs["x"])]}
 
-        served.backend.infer = fake  # type: ignore[method-assign]
+        served.run = fake
         if served.batcher is not None:
             served.batcher._run = fake
     request = pb.ModelInferRequest(model_name="mlp")

@@ -120,7 +120,7 @@ async def build(repo: Path, variant: str, backend: str) -> Gateway:
         },
         environ={},
     )
-    gateway = Gateway(settings)
+    gateway = Gateway(settings, run_dir=Path(tempfile.mkdtemp(prefix="modelgate-run-")))
     await gateway.registry.load("mlp")
     if backend == "fake":
         answer = np.ones((64, 8), np.float32)
@@ -129,7 +129,9 @@ async def build(repo: Path, variant: str, backend: str) -> Gateway:
             return {"y": answer[: len(inputs["x"])]}
 
         for served in gateway.registry.model("mlp").versions.values():
-            served.backend.infer = fake  # type: ignore[method-assign]
+            served.run = fake
+            if served.batcher is not None:
+                served.batcher._run = fake
     return gateway
 
 

@@ -20,7 +20,7 @@ RETIRED = "worker-retired.json"
 
 def zero_gauges(snapshot: dict[str, Any]) -> dict[str, Any]:
     """The counters of a snapshot, its gauges at rest."""
-    out = dict(snapshot, inflight=0)
+    out = dict(snapshot, inflight=0, inflight_bytes=0)
     out.pop("pid", None)  # no longer serving: its models, revision and recent samples go
     out.pop("models", None)
     versions = []

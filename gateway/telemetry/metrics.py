@@ -115,6 +115,7 @@ class Metrics:
         self._versions: dict[tuple[str, str], VersionMetrics] = {}
         self.load_failures: dict[str, int] = {}
         self.inflight = 0
+        self.inflight_bytes = 0  # the request messages' bytes of those
         self._shadows: dict[tuple[str, str, str], ShadowStats] = {}
         self.policy_revision = 0
         self.weights: list[tuple[str, str, float]] = []  # (model, version, share): what is served now
@@ -150,6 +151,7 @@ class Metrics:
             "versions": [v.snapshot() for v in list(self._versions.values())],
             "load_failures": dict(self.load_failures),
             "inflight": self.inflight,
+            "inflight_bytes": self.inflight_bytes,
             "routing": {
                 "revision": self.policy_revision,
                 "weights": list(self.weights),
@@ -201,9 +203,10 @@ class SnapshotCollector:
         routing = RoutingFamilies()
         supervisor: dict[str, int] = {}
         drift: dict[str, Any] = {}
-        inflight = 0
+        inflight = inflight_bytes = 0
         for snap in self._snapshots():
             inflight += snap.get("inflight", 0)
+            inflight_bytes += snap.get("inflight_bytes", 0)
             drift = snap.get("drift") or drift  # the control plane's
             routing.add_worker(snap)
             for model, n in snap.get("load_failures", {}).items():
@@ -254,6 +257,11 @@ class SnapshotCollector:
             failures.add_metric((model,), n)
         yield failures
         yield GaugeMetricFamily("modelgate_inflight_requests", "Inference requests being served.", inflight)
+        yield GaugeMetricFamily(
+            "modelgate_inflight_request_bytes",
+            "Bytes of the inference requests being served.",
+            inflight_bytes,
+        )
         yield from _drift_families(drift)
         if supervisor:  # --workers N
             yield CounterMetricFamily(

@@ -128,7 +128,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if self._dp.forwards_trace:
             TRACEPARENT.set(_traceparent(context))
         keys = self._dp.sticky_keys
-        return await self._dp.infer(request, deadline, _metadata(context, keys) if keys else None)
+        return await self._dp.infer(request, deadline, _metadata(context, keys) if keys else None, len(body))
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[bytes], context: Ctx) -> None:
         """Many requests in flight on one stream; each answer is written, tagged by the
@@ -149,7 +149,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             try:
                 request = parse_request(body)
                 response = pb.ModelStreamInferResponse(
-                    infer_response=await self._dp.infer(request, None, metadata)
+                    infer_response=await self._dp.infer(request, None, metadata, len(body))
                 )
             except GatewayError as exc:
                 response = _stream_error(request, exc.code, exc.message)

@@ -440,9 +440,14 @@ def test_a_second_supervisor_on_a_busy_port_refuses_to_start(repo: Path) -> None
         assert first.terminate() == 0, first.log()
 
 
-def test_concurrency_cap_refuses_the_excess_and_leaks_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "cap",
+    ["max_inflight_requests: 2", "max_inflight_bytes: 2600"],  # a request is ~1,090 bytes
+    ids=["requests", "bytes"],
+)
+def test_concurrency_cap_refuses_the_excess_and_leaks_nothing(tmp_path: Path, cap: str) -> None:
     repo = slow_repo(tmp_path / "models", 10_000)  # ~0.1 s a call, one at a time
-    (tmp_path / "cap.yaml").write_text("max_inflight_requests: 2\n")
+    (tmp_path / "cap.yaml").write_text(cap + "\n")
     proc = GatewayProcess(repo, "--config", str(tmp_path / "cap.yaml")).wait_ready()
 
     async def wave(n: int) -> list[str]:
