@@ -55,6 +55,7 @@ class DataPlane:
         self._max_inflight = max_inflight or 1 << 62
         self._max_bytes = max_inflight_bytes  # 0: no budget
         self.accepting = False  # set by the server once every model is loaded, cleared on drain
+        self.cut = 0  # calls cancelled while draining: the stop cut them
         self.forwards_trace = bool(registry.repository.remote)  # remote backends want traceparent
         self.mirror = Mirror(metrics)
 
@@ -143,8 +144,10 @@ class DataPlane:
         except GatewayError as exc:
             stats.failed(exc.code, time.perf_counter_ns() - start)
             raise
-        except asyncio.CancelledError:  # the caller left
+        except asyncio.CancelledError:  # the caller left, or a stop cut the call
             stats.failed("CANCELLED", time.perf_counter_ns() - start)
+            if not self.accepting:
+                self.cut += 1
             raise
         except BaseException:
             stats.failed("INTERNAL", time.perf_counter_ns() - start)

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from ._console import say
@@ -45,6 +44,7 @@ from .telemetry import Metrics, serve_metrics
 from .tensors import TensorSpec
 from .transport import InferenceServicer, add_inference_service, new_server, resolve_transport
 from .transport.admin import start_admin_server
+from .transport.health import Health
 
 __all__ = ["Gateway", "run_worker"]
 
@@ -201,7 +201,7 @@ class Gateway:
             max_inflight=settings.max_inflight_requests,
             max_inflight_bytes=settings.max_inflight_bytes,
         )
-        self.health = HealthServicer()
+        self.health = Health()
         self.port = 0
         self.metrics_port = -1
         self.admin_port = -1
@@ -345,6 +345,12 @@ class Gateway:
         if self._admin_server is not None:
             await self._admin_server.stop(0)
         await self._server.stop(grace)
+        if self.cut:
+            log.error(
+                "%d in-flight call(s) cut: the grace period (%.1fs) ran out or a second signal came",
+                self.cut,
+                grace,
+            )
         await self.dataplane.close()
         await self.registry.close()
         if self._snapshot_dir is not None:
@@ -357,6 +363,11 @@ class Gateway:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
+
+    @property
+    def cut(self) -> int:
+        """In-flight calls a stop cut (the grace ran out, or a second signal): exit status 1."""
+        return self.dataplane.cut
 
     @property
     def closing(self) -> bool:
@@ -463,6 +474,9 @@ async def _serve(
     await gateway.wait_closed()
     loading.cancel()
     await asyncio.gather(loading, *gateway._tasks, return_exceptions=True)
+    if gateway.cut:
+        say(f"modelgate{label}: stopped, {gateway.cut} in-flight call(s) cut", sys.stderr)
+        return 1
     say(f"modelgate{label}: stopped")
     return 0
 

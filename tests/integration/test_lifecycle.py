@@ -218,6 +218,67 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
     assert health_pb2.HealthCheckResponse.NOT_SERVING in watch_updates
 
 
+def test_an_open_watch_does_not_hold_the_exit(repo: Path) -> None:
+    """A Watch stream gets NOT_SERVING, then ends (OK): it must not hold a 30 s grace period."""
+    proc = GatewayProcess(repo, "--grace-s", "30").wait_ready()
+    ended: list[Any] = []
+
+    def watch() -> None:
+        with grpc.insecure_channel(proc.url) as channel:
+            statuses = []
+            try:
+                for update in health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(service="")
+                ):
+                    statuses.append(update.status)
+                ended.append(statuses)
+            except grpc.RpcError as exc:
+                ended.append(exc.code())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    deadline = time.monotonic() + 30
+    while metric(scrape(proc.metrics_port), "modelgate_inflight_requests") != 0 or not watcher.is_alive():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)  # the stream is open (its first answer is on its way)
+    began = time.monotonic()
+    assert proc.terminate() == 0, proc.log()
+    assert time.monotonic() - began < 10, proc.log()
+    watcher.join(10)
+    assert ended and ended[0][-1:] == [health_pb2.HealthCheckResponse.NOT_SERVING], ended
+
+
+def test_a_stop_that_cuts_calls_exits_one_and_says_how_many(tmp_path: Path) -> None:
+    proc = GatewayProcess(slow_repo(tmp_path, 400_000), "--grace-s", "0.3").wait_ready()
+    errors: list[str] = []
+
+    def call() -> None:
+        with grpcclient.InferenceServerClient(proc.url) as c:
+            x = grpcclient.InferInput("x", [1, 256], "FP32")
+            x.set_data_from_numpy(np.ones((1, 256), np.float32))
+            try:
+                c.infer("slow", [x])
+                errors.append("OK")
+            except InferenceServerException as exc:
+                errors.append(str(exc.status()))
+
+    callers = [threading.Thread(target=call) for _ in range(2)]
+    for t in callers:
+        t.start()
+    deadline = time.monotonic() + 30
+    while metric(scrape(proc.metrics_port), "modelgate_inflight_requests") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert proc.terminate() == 1, proc.log()
+    for t in callers:
+        t.join(30)
+    assert "in-flight call(s) cut" in proc.log() and "stopped, 2 in-flight call(s) cut" in proc.log(), (
+        proc.log()
+    )
+    assert "OK" not in errors, errors
+
+
 def test_shutdown_delay_serves_on_while_health_says_not_serving(repo: Path) -> None:
     """A load balancer needs time to see NOT_SERVING: calls keep succeeding for
     shutdown_delay_s, then the port drains and closes."""
