@@ -5,6 +5,7 @@ requests; refused configs that change nothing; every worker on the new revision.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -175,6 +176,37 @@ def test_swaps_under_load_fail_no_request(tmp_path: Path) -> None:
     assert load.seen[("2", revision)] > 0
     assert proc.terminate() == 0, proc.log()
     assert proc.log().count("config revision") == 5 and "Traceback" not in proc.log()
+
+
+def test_swaps_by_repository_model_load_reach_every_worker_under_load(tmp_path: Path) -> None:
+    """v1 -> v2 -> v3 -> v2 by files changed on disk and RepositoryModelLoad, with 2 workers,
+    under 20 s of load from 8 clients: the call reaches every worker, no request fails."""
+    models = tmp_path / "models"
+    write_version(models, "m", 1, mlp(seed=SEEDS["1"]))
+    write_config(models, "m", "max_batch_size: 8\n")  # the default policy: the latest version
+    proc = GatewayProcess(models, "--workers", "2").wait_ready(lines=2)
+    load = Load(proc.url)
+    began = time.monotonic()
+    try:
+        time.sleep(1)
+        for step, (add, remove, serving) in enumerate([("2", None, "2"), ("3", None, "3"), (None, "3", "2")]):
+            if add is not None:
+                write_version(models, "m", int(add), mlp(seed=SEEDS[add]))
+            if remove is not None:
+                shutil.rmtree(models / "m" / remove)
+            with grpcclient.InferenceServerClient(proc.url) as c:
+                c.load_model("m")  # answers once this worker took it
+            deadline = time.monotonic() + 10
+            while {one(proc.url)[0] for _ in range(10)} != {serving}:  # new connections: both workers
+                assert time.monotonic() < deadline, proc.log()
+            time.sleep(max(0.0, (step + 1) * 6 - (time.monotonic() - began)))
+        time.sleep(max(0.0, 20 - (time.monotonic() - began)))
+    finally:
+        load.finish()
+    assert load.failures == []
+    assert {v for v, _ in load.seen} == {"1", "2", "3"} and sum(load.seen.values()) > 1000
+    assert proc.terminate() == 0, proc.log()
+    assert proc.log().count("applied from model control") == 6, proc.log()  # 3 revisions x 2 workers
 
 
 def test_refused_configs_change_nothing(tmp_path: Path) -> None:
