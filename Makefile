@@ -89,6 +89,7 @@ integration: $(STAMP) perf-tools triton-peer
 bench: $(STAMP) perf-tools triton-peer
 	$(PY) loadtests/bench_gateway.py
 	$(PY) loadtests/bench_batching.py
+	$(PY) loadtests/chaos.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache kernels/*.so kernels/*.c
