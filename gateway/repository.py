@@ -97,10 +97,17 @@ class Repository:
         if name not in self.remote and not (self.root / name).is_dir():
             raise NotFound(f"model '{name}' is not in the repository")
 
+    def shown(self, path: Path) -> str:
+        """A path as clients may see it: relative to the repository, never the server's own."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return path.name
+
     def _inside(self, path: Path, what: str) -> Path:
         real = path.resolve()
         if real != self.root and self.root not in real.parents:
-            raise LoadError(f"{what} {path} resolves to {real}, outside the model repository")
+            raise LoadError(f"{what} ({self.shown(path)}) resolves outside the model repository")
         return real
 
     def version_names(self, name: str) -> set[str]:
@@ -243,6 +250,11 @@ def _tensors(model: Any) -> Iterator[Any]:
             graphs.extend(attr.graphs)
 
 
+def _shown(path: Path, version_dir: Path) -> str:
+    """MODEL/VERSION/FILE: what a client may see of a model file's path."""
+    return f"{version_dir.parent.name}/{version_dir.name}/{path.name}"
+
+
 def check_external_data(path: Path, version_dir: Path) -> None:
     """Refuse an ONNX file whose external-data tensors point outside its version directory."""
     import onnx  # imported lazily: only loading needs it
@@ -250,7 +262,7 @@ def check_external_data(path: Path, version_dir: Path) -> None:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends without a common base
-        raise LoadError(f"{path} is not a valid ONNX model: {exc}") from None
+        raise LoadError(f"{_shown(path, version_dir)} is not a valid ONNX model: {exc}") from None
     root = version_dir.resolve()
     for tensor in _tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
@@ -258,6 +270,6 @@ def check_external_data(path: Path, version_dir: Path) -> None:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         if root not in (root / location).resolve().parents:
             raise LoadError(
-                f"{path}: tensor '{tensor.name}' keeps its data at '{location}', outside the "
-                "version directory"
+                f"{_shown(path, version_dir)}: tensor '{tensor.name}' keeps its data at '{location}', "
+                "outside the version directory"
             )
