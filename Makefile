@@ -10,12 +10,13 @@ METRICS_PORT ?= 8002
 ADMIN_PORT ?= 8003
 PYTEST_ARGS ?=
 
-.PHONY: help venv install protos check-protos models run lint format typecheck test unit integration perf-tools triton-peer bench clean install-gpu
+.PHONY: help venv install protos check-protos models run lint format typecheck test test-busy unit integration perf-tools triton-peer bench clean install-gpu
 
 help:
 	@echo "make run        set up .venv, build, write the example repository, serve it on :$(GRPC_PORT)"
 	@echo "make test       set up .venv, then lint, type check and the whole test suite"
-	@echo "make bench      perf_analyzer against the gateway (loadtests/)"
+	@echo "make test-busy  the same with a CPU-bound process on every core beside it"
+	@echo "make bench      perf_analyzer against the gateway (loadtests/), chaos run"
 	@echo "make protos     regenerate gateway/_proto from protos/"
 	@echo "make format     ruff format + autofix"
 
@@ -85,6 +86,10 @@ unit: $(STAMP)
 
 integration: $(STAMP) perf-tools triton-peer
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+# The suite with a CPU-bound process on every core beside it (run it a few times: nothing may flip).
+test-busy: $(STAMP)
+	bash tools/busy.sh $(MAKE) test
 
 bench: $(STAMP) perf-tools triton-peer
 	$(PY) loadtests/bench_gateway.py

@@ -56,7 +56,7 @@ def test_traceparent_is_forwarded(tmp_path: Path, recorder: tuple[str, Path], ba
         client = grpcclient.InferenceServerClient(proc.url)
         x = grpcclient.InferInput("x", [1, 4], "FP32")
         x.set_data_from_numpy(np.arange(4, dtype=np.float32).reshape(1, 4))
-        result = client.infer("echo", [x], headers={"traceparent": TRACEPARENT})
+        result = client.infer("echo", [x], headers={"traceparent": TRACEPARENT}, client_timeout=20)
         np.testing.assert_array_equal(result.as_numpy("y"), np.arange(4, dtype=np.float32).reshape(1, 4))
         client.infer("echo", [x])  # without one, none is invented
     finally:
@@ -64,3 +64,5 @@ def test_traceparent_is_forwarded(tmp_path: Path, recorder: tuple[str, Path], ba
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert calls[-2].get("traceparent") == TRACEPARENT
     assert "traceparent" not in calls[-1]
+    assert 15 < calls[-2]["time_remaining"] <= 20  # the caller's deadline went along, not a new one
+    assert calls[-1]["time_remaining"] is None or calls[-1]["time_remaining"] > 1e6  # none: none sent

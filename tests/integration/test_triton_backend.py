@@ -306,17 +306,27 @@ def test_mismatch_at_start_up_leaves_the_model_unavailable(
 
 
 def test_caller_deadline_reaches_triton(tmp_path: Path, tritons: list[TritonServer]) -> None:
-    """A request whose deadline has nearly passed is refused before any remote call."""
+    """A request whose deadline has passed is refused before any remote call: Triton never
+    counts it. (That the deadline travels with the call: test_trace_forwarding.py.)"""
     proc = gateway_for(tmp_path, {"fraud": remote(tritons[0])})
     try:
         with grpc.insecure_channel(proc.url) as channel:
             grpc.channel_ready_future(channel).result(timeout=10)
         client = grpcclient.InferenceServerClient(proc.url)
+        before = _triton_requests(tritons[0])
         with pytest.raises(InferenceServerException) as err:
             infer(client, "fraud", np.ones((1, 32), np.float32), client_timeout=0.000001)
         assert err.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        infer(client, "fraud", np.ones((1, 32), np.float32), client_timeout=30)  # one that arrives
+        assert _triton_requests(tritons[0]) == before + 1  # only that one reached Triton
     finally:
         assert proc.terminate() == 0
+
+
+def _triton_requests(triton: TritonServer) -> int:
+    with grpcclient.InferenceServerClient(triton.grpc_url) as c:
+        stats = c.get_inference_statistics("mlp").model_stats
+        return sum(s.inference_stats.success.count + s.inference_stats.fail.count for s in stats)
 
 
 def test_a_gateway_started_before_its_triton_serves_once_triton_is_up(

@@ -85,6 +85,9 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
+        if self.proc.poll() is None:  # a gateway that never got ready must not outlive the test
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         raise AssertionError("gateway did not become ready:\n" + self.log())
 
     @property

@@ -4,7 +4,8 @@
 
 It serves one model, `echo` (x FP32 [-1,4] -> y, the same values), prints
 `recorder listening on 127.0.0.1:PORT` once bound, appends one JSON line of string metadata per
-ModelInfer to --log, and stops on SIGTERM. A stand-in for a remote Triton where a test must see
+ModelInfer (and the seconds left of its deadline: `time_remaining`, null without one) to --log,
+and stops on SIGTERM. A stand-in for a remote Triton where a test must see
 what the gateway sent (Triton only shows such headers in its OpenTelemetry export)."""
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Recorder(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         return pb.ModelConfigResponse(config=mc.ModelConfig(name="echo", max_batch_size=8))
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
-        seen = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        seen: dict[str, Any] = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        seen["time_remaining"] = context.time_remaining()  # the caller's deadline, as it arrived
         with self.log.open("a") as f:
             f.write(json.dumps(seen) + "\n")
         out = pb.ModelInferResponse(model_name="echo", model_version="1", id=request.id)
