@@ -272,7 +272,9 @@ class TritonBackend:
         request = self._request(inputs, outputs)
         timeout = None
         if deadline is not None:
-            timeout = deadline - asyncio.get_running_loop().time()
+            # time.monotonic(), not loop.time(): uvloop's loop time is cached per iteration and
+            # runs behind, which made the remote's timeout longer than what the caller had left
+            timeout = deadline - time.monotonic()
             if timeout <= 0:
                 raise DeadlineExceeded(f"{self._label}: deadline passed before the call to Triton")
         trace = TRACEPARENT.get()
