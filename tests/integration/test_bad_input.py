@@ -580,7 +580,15 @@ def test_repository_load_of_bad_name_leaves_no_trace(scratch_gateway: GatewayPro
 
 # -- random requests (hypothesis) ------------------------------------------------------------------
 
-ALLOWED = {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED}
+ALLOWED = {Code.OK, Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.UNAVAILABLE}
+"""What a bad request may get. UNAVAILABLE only for a pin to a version the model declares but
+does not serve (`allowed` checks the message); never RESOURCE_EXHAUSTED: these calls come one
+at a time and are small, so no cap can be reached."""
+
+
+def allowed(code: grpc.StatusCode, details: str) -> bool:
+    return code in ALLOWED and (code != Code.UNAVAILABLE or "is not ready" in details)
+
 
 # What the fixture's models take: name -> (max_batch_size, inputs as (name, datatype, width), outputs).
 MODELS = {
@@ -709,7 +717,7 @@ def test_random_requests_get_documented_statuses(stub: Stub) -> None:
         except grpc.RpcError as err:
             code, details = err.code(), err.details() or ""
         seen[code] = seen.get(code, 0) + 1
-        assert code in ALLOWED, f"{code}: {details}\n{request}"
+        assert allowed(code, details), f"{code}: {details}\n{request}"
         if code != Code.OK:
             assert details, f"{code} without details\n{request}"
         for leak in LEAKS:
@@ -766,12 +774,13 @@ def test_random_bytes_as_the_body_get_documented_statuses(channel: grpc.Channel)
             code, details = Code.OK, ""
         except grpc.RpcError as err:
             code, details = err.code(), err.details() or ""
-        assert code in ALLOWED, f"{code}: {details}: {body!r}"
+        assert allowed(code, details), f"{code}: {details}: {body!r}"
         for leak in LEAKS:
             assert leak not in details, details
         (answer,) = list(stream(iter([body]), timeout=CALL_TIMEOUT_S))
         if answer.error_message:
-            assert answer.error_message.split("]")[0][1:] in {c.name for c in ALLOWED}, answer.error_message
+            status, _, message = answer.error_message[1:].partition("] ")
+            assert allowed(getattr(Code, status), message), answer.error_message
             for leak in LEAKS:
                 assert leak not in answer.error_message, answer.error_message
 
@@ -801,7 +810,7 @@ def test_random_names_on_metadata_rpcs_get_documented_statuses(stub: Stub) -> No
             code, details = Code.OK, ""
         except grpc.RpcError as err:
             code, details = err.code(), err.details() or ""
-        assert code in ALLOWED, f"{method}({name!r}, {version!r}): {code}: {details}"
+        assert allowed(code, details), f"{method}({name!r}, {version!r}): {code}: {details}"
         for leak in LEAKS:
             assert leak not in details, details
 

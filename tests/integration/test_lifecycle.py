@@ -334,6 +334,10 @@ def test_two_workers_share_one_port(repo: Path) -> None:
                 break
             time.sleep(0.2)
         assert metric(text, "modelgate_requests_total", model="mlp", version="1", code="OK") == 20
+        for _ in range(6):  # each worker answers ModelStatistics with its own count: both served
+            with grpcclient.InferenceServerClient(proc.url) as c:
+                [stats] = c.get_inference_statistics("mlp", "1").model_stats
+                assert 0 < stats.inference_stats.success.count < 20, stats
     finally:
         assert proc.terminate() == 0, proc.log()
     assert proc.log().count(": stopped") == 3  # both workers and the supervisor

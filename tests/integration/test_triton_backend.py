@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -21,15 +20,12 @@ from tritonclient.utils import InferenceServerException
 
 from gateway.examples import identity, mlp, write_config, write_version
 from tests.peers.gateway import GatewayProcess, metric, scrape
-from tests.peers.triton import TritonServer, free_port, make_onnx_python_model, triton_available
+from tests.peers.triton import TritonServer, free_port, make_onnx_python_model
 
-pytestmark = [
-    pytest.mark.timeout(180),
-    # Outside CI a missing Triton skips these; in CI (make test installs it) it is a failure.
-    pytest.mark.skipif(
-        not triton_available() and not os.environ.get("CI"), reason="run `make triton-peer` first"
-    ),
-]
+# No skip: a missing or broken Triton fails these tests (`make test` and `make integration` set
+# it up; by hand: `make triton-peer`). Each fixture starts a real server, so files on disk alone
+# prove nothing.
+pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
