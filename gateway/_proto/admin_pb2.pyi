@@ -216,7 +216,7 @@ class DriftVersion(_message.Message):
     def __init__(self, version: _Optional[str] = ..., alert: _Optional[bool] = ..., reason: _Optional[str] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class DriftFeature(_message.Message):
-    __slots__ = ("version", "tensor", "role", "feature", "window_rows", "psi", "js", "ks", "wasserstein", "nan_rate", "counts", "over")
+    __slots__ = ("version", "tensor", "role", "feature", "window_rows", "psi", "js", "ks", "wasserstein", "nan_rate", "counts", "over", "out_of_range_rate")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +229,7 @@ class DriftFeature(_message.Message):
     NAN_RATE_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     OVER_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_RANGE_RATE_FIELD_NUMBER: _ClassVar[int]
     version: str
     tensor: str
     role: str
@@ -241,7 +242,8 @@ class DriftFeature(_message.Message):
     nan_rate: float
     counts: bool
     over: bool
-    def __init__(self, version: _Optional[str] = ..., tensor: _Optional[str] = ..., role: _Optional[str] = ..., feature: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., nan_rate: _Optional[float] = ..., counts: _Optional[bool] = ..., over: _Optional[bool] = ...) -> None: ...
+    out_of_range_rate: float
+    def __init__(self, version: _Optional[str] = ..., tensor: _Optional[str] = ..., role: _Optional[str] = ..., feature: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., nan_rate: _Optional[float] = ..., counts: _Optional[bool] = ..., over: _Optional[bool] = ..., out_of_range_rate: _Optional[float] = ...) -> None: ...
 
 class GetDriftReportResponse(_message.Message):
     __slots__ = ("model", "score", "alert", "versions", "features")

@@ -90,7 +90,7 @@ class _Totals:
                 agree, disagree = s["outcomes"].get("agree", 0), s["outcomes"].get("disagree", 0)
                 compared, disagreed = totals.shadows.get(pair, (0, 0))
                 totals.shadows[pair] = (compared + agree + disagree, disagreed + disagree)
-        totals.drift = {k: np.asarray(bins, np.int64) for k, (_, bins, _) in drift_counts(snapshots).items()}
+        totals.drift = {k: np.asarray(c[1], np.int64) for k, c in drift_counts(snapshots).items()}
         return totals
 
     def window(self, since: _Totals, model: str, spec: RolloutSpec, versus: Versus | None = None) -> Window:

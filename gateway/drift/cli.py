@@ -100,12 +100,12 @@ def _report(args: argparse.Namespace) -> int:
     rows = [
         (
             f.version, f.tensor, f.feature, f.window_rows, f"{f.psi:.4f}", f"{f.js:.4f}", f"{f.ks:.4f}",
-            f"{f.wasserstein:.4g}", f"{100 * f.nan_rate:.2f}%",
+            f"{f.wasserstein:.4g}", f"{100 * f.nan_rate:.2f}%", f"{100 * f.out_of_range_rate:.2f}%",
             "over" if f.over else ("" if f.counts else "(not counted)"),
         )
         for f in report.features[: args.limit]
     ]  # fmt: skip
-    header = ("VERSION", "TENSOR", "FEATURE", "ROWS", "PSI", "JS", "KS", "W1", "NAN", "")
+    header = ("VERSION", "TENSOR", "FEATURE", "ROWS", "PSI", "JS", "KS", "W1", "NAN", "OUT OF RANGE", "")
     print(_table(rows, header))
     if len(report.features) > args.limit:
         print(f"... {len(report.features) - args.limit} more (--limit, or --json)")

@@ -41,6 +41,9 @@ class DriftMonitor:
         self._label = label
         self._stats = {name: NumericStats(t.edges) for name, t in profile.tensors.items()}
         self._rows = dict.fromkeys(profile.tensors, 0)
+        # values outside the reference's [min, max] (edges' first and last), per feature
+        self._bounds = {name: (t.edges[:, 0], t.edges[:, -1]) for name, t in profile.tensors.items()}
+        self._out = {name: np.zeros(t.n_features, np.int64) for name, t in profile.tensors.items()}
         self._pending: dict[str, list[NDArray[Any]]] = {name: [] for name in profile.tensors}
         self._pending_rows = 0
         self._lock = threading.Lock()  # snapshots are taken on another thread
@@ -90,6 +93,8 @@ class DriftMonitor:
                     batch = batch.astype(np.float64)
                 stats.update(batch)
                 self._rows[name] += batch.shape[0]
+                low, high = self._bounds[name]
+                self._out[name] += np.count_nonzero((batch < low) | (batch > high), axis=0)
             except Exception as exc:  # monitoring must never fail a request
                 self._warn(f"{type(exc).__name__}: {exc}")
 
@@ -99,14 +104,15 @@ class DriftMonitor:
             log.error("drift monitor of %s: %s; it goes on counting what it can", self._label, what)
 
     def snapshot(self) -> dict[str, Any]:
-        """Cumulative counts per monitored tensor (what waits is counted first): rows, NaNs per
-        feature, bins (flat)."""
+        """Cumulative counts per monitored tensor (what waits is counted first): rows, NaNs and
+        values outside the reference's range per feature, bins (flat)."""
         with self._lock:
             self._flush()
             return {
                 name: {
                     "rows": self._rows[name],
                     "nan": stats.nan_count.tolist(),
+                    "out": self._out[name].tolist(),
                     "bins": stats.bins.ravel().tolist(),
                 }
                 for name, stats in self._stats.items()

@@ -46,6 +46,7 @@ class _Counts:
     rows: int
     bins: NDArray[np.int64]  # (F, B)
     nan: NDArray[np.int64]  # (F,)
+    out: NDArray[np.int64]  # (F,): outside the reference's [min, max]
 
 
 @dataclass(frozen=True)
@@ -59,24 +60,31 @@ class WindowScores:
     rows: int
     scores: dict[Score, NDArray[np.float64]]  # per feature
     nan_rate: NDArray[np.float64]
+    out_of_range_rate: NDArray[np.float64]
     ended: float  # unix time
 
 
-def drift_counts(snapshots: Iterable[dict[str, Any]]) -> dict[Key, tuple[int, list[int], list[int]]]:
-    """Each (model, version, tensor)'s counts summed over snapshots: rows, flat bins, NaNs."""
-    out: dict[Key, tuple[int, list[int], list[int]]] = {}
+Sums = tuple[int, list[int], list[int], list[int]]  # rows, flat bins, NaNs, out of range
+
+
+def drift_counts(snapshots: Iterable[dict[str, Any]]) -> dict[Key, Sums]:
+    """Each (model, version, tensor)'s counts summed over snapshots: rows, flat bins, NaNs and
+    values outside the reference's range per feature."""
+    out: dict[Key, Sums] = {}
     for snap in snapshots:
         for v in snap.get("versions", ()):
             for tensor, d in (v.get("drift") or {}).items():
                 key = (v["model"], v["version"], tensor)
                 prev = out.get(key)
+                outside = d.get("out") or [0] * len(d["nan"])
                 if prev is None:
-                    out[key] = (d["rows"], list(d["bins"]), list(d["nan"]))
+                    out[key] = (d["rows"], list(d["bins"]), list(d["nan"]), list(outside))
                 elif len(prev[1]) == len(d["bins"]):
                     out[key] = (
                         prev[0] + d["rows"],
                         [a + b for a, b in zip(prev[1], d["bins"], strict=True)],
                         [a + b for a, b in zip(prev[2], d["nan"], strict=True)],
+                        [a + b for a, b in zip(prev[3], outside, strict=True)],
                     )
     return out
 
@@ -116,7 +124,7 @@ class DriftTracker:
             return False
         now = self._clock()
         ended: set[tuple[str, str]] = set()
-        for key, (rows, bins, nan) in drift_counts(snapshots).items():
+        for key, (rows, bins, nan, outside) in drift_counts(snapshots).items():
             found = self._specs.get(key[0])
             tensor = found[1].tensors.get(key[2]) if found is not None else None
             if found is None or tensor is None or len(bins) != tensor.counts.size:
@@ -125,11 +133,16 @@ class DriftTracker:
                 continue  # another version's outputs are not the profile's to judge (see versus)
             spec = found[0]
             counts = _Counts(
-                rows, np.asarray(bins, np.int64).reshape(tensor.counts.shape), np.asarray(nan, np.int64)
+                rows,
+                np.asarray(bins, np.int64).reshape(tensor.counts.shape),
+                np.asarray(nan, np.int64),
+                np.asarray(outside, np.int64),
             )
             start = self._start.get(key)
             if start is None or rows < start.counts.rows:  # first sight, or the counts started over:
-                zero = _Counts(0, np.zeros_like(counts.bins), np.zeros_like(counts.nan))  # from their start
+                zero = _Counts(
+                    0, np.zeros_like(counts.bins), np.zeros_like(counts.nan), np.zeros_like(counts.out)
+                )
                 start = self._start[key] = _Start(now, zero)
             seen = rows - start.counts.rows
             due = (
@@ -144,6 +157,7 @@ class DriftTracker:
                 seen,
                 {kind: score(kind, tensor.counts, window, tensor.edges) for kind in SCORES},
                 (counts.nan - start.counts.nan) / seen,
+                (counts.out - start.counts.out) / seen,
                 time.time(),
             )
             self._start[key] = _Start(now, counts)
@@ -235,6 +249,7 @@ class DriftTracker:
                     "feature": _label(tensor, i),
                     "window_rows": last.rows,
                     "nan_rate": float(last.nan_rate[i]),
+                    "out_of_range_rate": float(last.out_of_range_rate[i]),
                     **{kind: float(last.scores[kind][i]) for kind in SCORES},
                     "counts": i in counted,  # toward the alert
                     "over": i in counted and float(last.scores[spec.score][i]) > spec.alert,

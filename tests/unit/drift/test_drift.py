@@ -114,8 +114,10 @@ def test_the_monitor_counts_read_only_one_row_and_integer_batches_and_never_rais
     monitor.observe({"x": np.ones((2, 3), np.int64)}, {})
     monitor.observe({"x": np.zeros((0, 3), np.float32)}, {})  # an empty batch counts nothing
     monitor.observe({"x": np.ones((2, 7), np.float32)}, {})  # wrong width: logged once, not raised
+    monitor.observe({"x": np.array([[1e9, -1e9, 0.0]], np.float32)}, {})  # outside the reference's range
     snap = monitor.snapshot()
-    assert snap["x"]["rows"] == 3 and snap["y"]["rows"] == 1 and sum(snap["x"]["bins"]) == 9
+    assert snap["x"]["rows"] == 4 and snap["y"]["rows"] == 1 and sum(snap["x"]["bins"]) == 12
+    assert snap["x"]["out"] == [1, 1, 0]
 
 
 def _settings(tmp_path: Path, profile: Profile, **drift: Any) -> Settings:
@@ -143,6 +145,7 @@ def test_windows_merge_every_worker_exactly(tmp_path: Path) -> None:
     assert one.tick([_snapshot(alone)]) and two.tick([_snapshot(w) for w in workers])
     assert one.report("m") == two.report("m")
     assert {r["window_rows"] for r in one.report("m")} == {1200}
+    assert all(0 <= r["out_of_range_rate"] < 0.01 for r in one.report("m"))  # the same distribution
     assert not one.tick([_snapshot(alone)])  # nothing new: no window
 
 
