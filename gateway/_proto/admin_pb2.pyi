@@ -216,7 +216,7 @@ class DriftVersion(_message.Message):
     def __init__(self, version: _Optional[str] = ..., alert: _Optional[bool] = ..., reason: _Optional[str] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class DriftFeature(_message.Message):
-    __slots__ = ("version", "tensor", "role", "feature", "window_rows", "psi", "js", "ks", "wasserstein", "nan_rate", "counts", "over", "out_of_range_rate")
+    __slots__ = ("version", "tensor", "role", "feature", "window_rows", "psi", "js", "ks", "wasserstein", "nan_rate", "counts", "over", "out_of_range_rate", "edges", "reference_counts", "live_counts")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,9 @@ class DriftFeature(_message.Message):
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     OVER_FIELD_NUMBER: _ClassVar[int]
     OUT_OF_RANGE_RATE_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     version: str
     tensor: str
     role: str
@@ -243,7 +246,10 @@ class DriftFeature(_message.Message):
     counts: bool
     over: bool
     out_of_range_rate: float
-    def __init__(self, version: _Optional[str] = ..., tensor: _Optional[str] = ..., role: _Optional[str] = ..., feature: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., nan_rate: _Optional[float] = ..., counts: _Optional[bool] = ..., over: _Optional[bool] = ..., out_of_range_rate: _Optional[float] = ...) -> None: ...
+    edges: _containers.RepeatedScalarFieldContainer[float]
+    reference_counts: _containers.RepeatedScalarFieldContainer[int]
+    live_counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, version: _Optional[str] = ..., tensor: _Optional[str] = ..., role: _Optional[str] = ..., feature: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., nan_rate: _Optional[float] = ..., counts: _Optional[bool] = ..., over: _Optional[bool] = ..., out_of_range_rate: _Optional[float] = ..., edges: _Optional[_Iterable[float]] = ..., reference_counts: _Optional[_Iterable[int]] = ..., live_counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetDriftReportResponse(_message.Message):
     __slots__ = ("model", "score", "alert", "versions", "features")

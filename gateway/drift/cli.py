@@ -5,8 +5,9 @@ modelgate profile build DATA --model NAME --version V -o profile.npz
     run the model version (ONNX Runtime, from the repository) on DATA (.npy, .npz, .csv, or
     .parquet with pyarrow) and write its reference profile: bin edges and counts per feature
     of every numeric input and output
-modelgate drift report MODEL [--version V] [--json] [--address 127.0.0.1:8003]
-    the running gateway's last drift window per feature, worst first (its admin API)
+modelgate drift report MODEL [--version V] [--json | --html FILE] [--address 127.0.0.1:8003]
+    the running gateway's last drift window per feature, worst first (its admin API); --html
+    writes a page with the reference's and the window's histogram of every feature
 """
 
 from __future__ import annotations
@@ -85,6 +86,12 @@ def _report(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             print(f"modelgate drift: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
+    if args.html is not None:
+        from .html import render
+
+        args.html.write_text(render(report))
+        print(f"written to {args.html}")
+        return 0
     if args.json:
         print(json.dumps(json_format.MessageToDict(report, preserving_proto_field_name=True), indent=2))
         return 0
@@ -130,6 +137,7 @@ def add_drift_parsers(commands: Any) -> None:
     report.add_argument("model")
     report.add_argument("--version")
     report.add_argument("--json", action="store_true")
+    report.add_argument("--html", type=Path, help="write a page with each feature's histograms instead")
     report.add_argument("--limit", type=int, default=20, help="features shown in the table (default 20)")
     report.add_argument(
         "--address",

@@ -61,6 +61,7 @@ class WindowScores:
     scores: dict[Score, NDArray[np.float64]]  # per feature
     nan_rate: NDArray[np.float64]
     out_of_range_rate: NDArray[np.float64]
+    live: NDArray[np.int64]  # (F, B): the window's counts per bin
     ended: float  # unix time
 
 
@@ -158,6 +159,7 @@ class DriftTracker:
                 {kind: score(kind, tensor.counts, window, tensor.edges) for kind in SCORES},
                 (counts.nan - start.counts.nan) / seen,
                 (counts.out - start.counts.out) / seen,
+                window,
                 time.time(),
             )
             self._start[key] = _Start(now, counts)
@@ -250,6 +252,9 @@ class DriftTracker:
                     "window_rows": last.rows,
                     "nan_rate": float(last.nan_rate[i]),
                     "out_of_range_rate": float(last.out_of_range_rate[i]),
+                    "edges": tensor.edges[i].tolist(),
+                    "reference_counts": tensor.counts[i].tolist(),
+                    "live_counts": last.live[i].tolist(),
                     **{kind: float(last.scores[kind][i]) for kind in SCORES},
                     "counts": i in counted,  # toward the alert
                     "over": i in counted and float(last.scores[spec.score][i]) > spec.alert,

@@ -5,6 +5,7 @@ whose outputs match promoted), and an unreadable profile refused at start."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +39,18 @@ def profiled(tmp_path: Path, seeds: dict[int, int]) -> tuple[Path, Path]:
     assert done.returncode == 0, done.stderr
     assert "input x (32 features), output y (8 features)" in done.stdout
     return models, profile
+
+
+def browse(page: Path) -> str:
+    """The page's DOM after a real headless browser (Debian's chromium: make browser) ran it."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser is not None, "no chromium: run `make browser` (tests/peers/setup_browser.sh)"
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def send(url: str, batches: int, shift: float = 0.0, seed: int = 0) -> None:
@@ -95,6 +108,14 @@ def test_a_shifted_stream_alerts_on_metrics_in_the_log_and_in_the_report(
         worst = lines[3].split()
         assert worst[:3] == ["1", "x", "5"] and worst[-1] == "over", report.stdout
         assert int(worst[3]) >= 1000  # the window holds every worker's rows
+        page = tmp_path / "drift.html"
+        written = subprocess.run(
+            [sys.executable, "-m", "gateway", "drift", "report", "m", "--address", proc.admin_url,
+             "--html", str(page)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert written.returncode == 0, written.stderr
+        assert "rendered 40 charts, 800 bars" in browse(page)  # x's 32 and y's 8 features, 10 bins each
     finally:
         assert proc.terminate() == 0, proc.log()
 
