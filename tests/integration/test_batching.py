@@ -124,9 +124,49 @@ def test_deadline_in_queue_is_deadline_exceeded_and_never_runs(tmp_path: Path) -
         patient, hasty = asyncio.run(scenario())
         assert all(not isinstance(r, Exception) for r in patient)
         assert all(isinstance(r, InferenceServerException) and "DEADLINE" in str(r.status()) for r in hasty)
-        time.sleep(0.6)  # had the expired ones run, they would be done by now
+        # One more, queued after them: had the expired ones stayed in the queue, they would
+        # have run before it (one call at a time, in order), so it answers after they would.
+        assert not isinstance(asyncio.run(fire(proc.url, "slow", 1, 256))[0], Exception)
         stats = statistics(proc.url, "slow")
-        assert stats.execution_count == 2  # only the patient requests reached the backend
+        assert stats.execution_count == 3  # the patient two and the last one; the expired never ran
+    finally:
+        assert proc.terminate() == 0
+
+
+def test_a_higher_priority_request_is_served_before_those_queued_earlier(tmp_path: Path) -> None:
+    repo = slow_repo(
+        tmp_path / "models",
+        "max_batch_size: 1\ndynamic_batching { priority_levels: 2 default_priority_level: 2 }\n",
+    )
+    proc = start(repo, tmp_path)
+    try:
+
+        async def scenario() -> list[str]:
+            order: list[str] = []
+            async with aioclient.InferenceServerClient(proc.url) as c:
+
+                async def one(name: str, priority: int = 0) -> None:
+                    x = aioclient.InferInput("x", [1, 256], "FP32")
+                    x.set_data_from_numpy(np.zeros((1, 256), np.float32))
+                    await c.infer("slow", [x], priority=priority)
+                    order.append(name)
+
+                async def held(n: int) -> None:  # until the gateway holds n requests
+                    while True:
+                        text = await asyncio.to_thread(scrape, proc.metrics_port)
+                        if metric(text, "modelgate_inflight_requests") >= n:
+                            return
+                        await asyncio.sleep(0.005)
+
+                tasks = [asyncio.ensure_future(one("running"))]
+                await held(1)
+                tasks += [asyncio.ensure_future(one("low 1")), asyncio.ensure_future(one("low 2"))]
+                await held(3)
+                tasks.append(asyncio.ensure_future(one("high", priority=1)))
+                await asyncio.gather(*tasks)
+            return order
+
+        assert asyncio.run(scenario()) == ["running", "high", "low 1", "low 2"]
     finally:
         assert proc.terminate() == 0
 
