@@ -166,7 +166,9 @@ def test_a_higher_priority_request_is_served_before_those_queued_earlier(tmp_pat
                 await asyncio.gather(*tasks)
             return order
 
-        assert asyncio.run(scenario()) == ["running", "high", "low 1", "low 2"]
+        order = asyncio.run(scenario())
+        assert order[:2] == ["running", "high"], order  # the lows arrived together: either first
+        assert sorted(order[2:]) == ["low 1", "low 2"], order
     finally:
         assert proc.terminate() == 0
 
