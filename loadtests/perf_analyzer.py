@@ -141,10 +141,10 @@ def parse_perf_analyzer_csv(path: str | os.PathLike[str], concurrency: int) -> d
     """Read perf_analyzer's ``-f`` CSV; return our fields for the row of ``concurrency``."""
     with open(path, newline="") as fh:
         rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in csv.DictReader(fh)]
-    rows = [r for r in rows if r.get("Concurrency")]
+    rows = [r for r in rows if r.get("Concurrency") or r.get("Request Rate")]  # request-rate mode
     if not rows:
         raise ValueError(f"no data rows in {path}")
-    row = next((r for r in rows if r["Concurrency"] == str(concurrency)), rows[-1])
+    row = next((r for r in rows if r.get("Concurrency") == str(concurrency)), rows[-1])
     if "Inferences/Second" not in row or "p99 latency" not in row:
         raise ValueError(f"unexpected perf_analyzer CSV header: {sorted(row)}")
     out: dict[str, Any] = {"throughput_infer_s": float(row["Inferences/Second"])}
@@ -214,8 +214,11 @@ def run_perf_analyzer(
     timeout_s: float | None = None,
     verbose: bool = False,
     log: Callable[[str], None] | None = None,
+    request_rate: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run perf_analyzer once per concurrency (``--concurrency-range C:C``); one dict per run.
+    With ``request_rate``, each run sends that many requests/s instead
+    (``--request-rate-range R:R``, concurrency as it needs).
 
     Every dict has the keys of :data:`FIELDS`; ``status`` is ``ok``, ``unstable`` (perf_analyzer
     could not get ``stability_pct`` agreement and the numbers come from a retry that accepts any
@@ -265,8 +268,11 @@ def run_perf_analyzer(
                     url,
                     "-i",
                     "grpc",
-                    "--concurrency-range",
-                    f"{conc}:{conc}",
+                    *(
+                        ["--request-rate-range", f"{request_rate:g}:{request_rate:g}"]
+                        if request_rate
+                        else ["--concurrency-range", f"{conc}:{conc}"]
+                    ),
                     "--measurement-interval",
                     str(int(measurement_ms)),
                     "--max-trials",
