@@ -1,0 +1,174 @@
+"""The registry and the data plane over a real repository on disk, with a fake backend behind the
+Backend protocol (the seam): version loading and failed loads, routing and what every answer
+says, the caps, and calls a stop cuts. No gRPC, no ONNX Runtime."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway._proto import inference_pb2 as pb
+from gateway.dataplane import DataPlane
+from gateway.errors import LoadError, NotFound, ResourceExhausted, Unavailable
+from gateway.examples import mlp
+from gateway.registry import READY, Registry
+from gateway.repository import ModelSource, Repository
+from gateway.routing import TrafficPolicy
+from gateway.telemetry import Metrics
+from gateway.tensors import Signature, TensorSpec
+
+pytestmark = pytest.mark.asyncio
+
+SIGNATURE = Signature((TensorSpec("x", "FP32", (-1, 4)),), (TensorSpec("y", "FP32", (-1, 1)),), 8)
+
+
+class FakeBackend:
+    """Answers y = the version number for every row; `gate` holds calls until it is set."""
+
+    def __init__(self, version: str, gate: asyncio.Event | None = None) -> None:
+        self.version = version
+        self.signature = SIGNATURE
+        self.concurrency = 1
+        self.calls = 0
+        self.closed = False
+        self._gate = gate
+
+    @property
+    def info(self) -> Mapping[str, str]:
+        return {"fake": self.version}
+
+    def upstream(self) -> Mapping[str, Any]:
+        return {}
+
+    async def infer(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], deadline: float | None = None
+    ) -> dict[str, np.ndarray]:
+        self.calls += 1
+        if self._gate is not None:
+            await self._gate.wait()
+        return {"y": np.full((len(inputs["x"]), 1), float(self.version), np.float32)}
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+MODEL = mlp((4, 8, 1), seed=1)
+
+
+async def until(condition: Any) -> None:
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    for version in ("1", "2", "3"):
+        (tmp_path / "m" / version).mkdir(parents=True)
+        (tmp_path / "m" / version / "model.onnx").write_bytes(MODEL)  # checked on read, run by the fake
+    (tmp_path / "m" / "config.pbtxt").write_text(
+        "max_batch_size: 8\nversion_policy: { specific { versions: [1] } }\n"
+    )
+    return tmp_path
+
+
+class World:
+    def __init__(
+        self, repo: Path, failing: set[str] = frozenset(), gate: asyncio.Event | None = None
+    ) -> None:
+        self.backends: dict[str, FakeBackend] = {}
+        self.failing = set(failing)
+
+        async def factory(source: ModelSource, version: str) -> FakeBackend:
+            if version in self.failing:
+                raise LoadError(f"version {version} will not load")
+            backend = self.backends[version] = FakeBackend(version, gate)
+            return backend
+
+        self.metrics = Metrics()
+        self.registry = Registry(Repository(repo), factory, self.metrics, drain_s=0)  # type: ignore[arg-type]
+        self.dataplane = DataPlane(self.registry, self.metrics, max_inflight=2, max_inflight_bytes=10_000)
+        self.dataplane.accepting = True
+
+
+def request(version: str = "", rows: int = 1) -> pb.ModelInferRequest:
+    r = pb.ModelInferRequest(model_name="m", model_version=version)
+    r.inputs.add(name="x", datatype="FP32", shape=[rows, 4])
+    r.raw_input_contents.append(np.zeros((rows, 4), np.float32).tobytes())
+    return r
+
+
+def answer(response: pb.ModelInferResponse) -> tuple[str, str, int, float]:
+    y = np.frombuffer(response.raw_output_contents[0], np.float32)
+    return (
+        response.model_version,
+        response.parameters["route"].string_param,
+        response.parameters["policy_revision"].int64_param,
+        float(y[0]),
+    )
+
+
+async def test_a_traffic_change_loads_what_it_names_and_a_failed_version_gets_no_traffic(repo: Path) -> None:
+    world = World(repo, failing={"3"})
+    assert await world.registry.load_repository() == []
+    assert answer(await world.dataplane.infer(request())) == ("1", "default", 0, 1.0)
+    failed = await world.registry.apply({"m": TrafficPolicy(weights={"2": 1, "3": 1})}, revision=5)
+    assert failed == {"m": {"3": "version 3 will not load"}}
+    for _ in range(20):  # v3 failed: its share goes to v2
+        assert answer(await world.dataplane.infer(request())) == ("2", "weighted", 5, 2.0)
+    with pytest.raises(Unavailable, match="version '3' is not ready: version 3 will not load"):
+        await world.dataplane.infer(request("3"))
+    with pytest.raises(NotFound, match="has no version '7'"):
+        await world.dataplane.infer(request("7"))
+    assert answer(await world.dataplane.infer(request("1"))) == ("1", "pinned", 5, 1.0)
+    model = world.registry.models["m"]
+    assert model.state == READY and list(model.versions) == ["1", "2"] and "3" in model.failed
+
+
+async def test_versions_no_policy_keeps_are_drained_and_closed(repo: Path) -> None:
+    world = World(repo)
+    await world.registry.load_repository()
+    await world.registry.apply({"m": TrafficPolicy(weights={"2": 1})}, revision=2)
+    v2 = world.backends["2"]
+    await world.registry.apply({}, revision=3)  # nothing names v2 any more
+    await asyncio.wait_for(until(lambda: v2.closed), 5)  # drain_s 0: closed on the next turns
+    assert not world.backends["1"].closed
+    assert list(world.registry.models["m"].versions) == ["1"]
+
+
+async def test_caps_refuse_at_once_and_leak_nothing(repo: Path) -> None:
+    gate = asyncio.Event()
+    world = World(repo, gate=gate)
+    await world.registry.load_repository()
+    held = [asyncio.ensure_future(world.dataplane.infer(request(), size=100)) for _ in range(2)]
+    await until(lambda: world.metrics.inflight >= 2)
+    with pytest.raises(ResourceExhausted, match="2 requests in flight"):
+        await world.dataplane.infer(request(), size=100)
+    gate.set()
+    await asyncio.gather(*held)
+    with pytest.raises(ResourceExhausted, match="max_inflight_bytes"):
+        await world.dataplane.infer(request(), size=20_000)
+    assert (world.metrics.inflight, world.metrics.inflight_bytes) == (0, 0)
+    assert answer(await world.dataplane.infer(request(), size=100))[0] == "1"  # nothing leaked
+
+
+async def test_calls_cancelled_while_draining_are_counted_as_cut(repo: Path) -> None:
+    gate = asyncio.Event()
+    world = World(repo, gate=gate)
+    await world.registry.load_repository()
+    before = asyncio.ensure_future(world.dataplane.infer(request()))
+    await until(lambda: world.metrics.inflight >= 1)
+    before.cancel()  # a caller that left while serving: not a cut
+    await asyncio.gather(before, return_exceptions=True)
+    during = asyncio.ensure_future(world.dataplane.infer(request()))
+    await until(lambda: world.metrics.inflight >= 1)
+    world.dataplane.accepting = False  # draining
+    during.cancel()  # the stop ran out of grace
+    await asyncio.gather(during, return_exceptions=True)
+    assert world.dataplane.cut == 1 and world.metrics.inflight == 0
