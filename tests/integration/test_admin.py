@@ -5,6 +5,8 @@ file path serves; swaps by the admin API under load with no failed request."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -167,6 +169,46 @@ def test_admin_changes_reach_every_worker_and_reports_sum_them(tmp_path: Path) -
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         assert proc.terminate() == 0, proc.log()
+
+
+def test_a_killed_control_process_is_restarted_and_goes_on_from_the_last_revision(tmp_path: Path) -> None:
+    """With --workers 2 the control plane is its own process: SIGKILL it, and the workers serve
+    on, the supervisor restarts it, and the admin API comes back at the next revision with the
+    admin changes made before."""
+    proc, _ = serve(tmp_path, {"traffic": {"1": 100}}, "--workers", "2", lines=2)
+    try:
+        assert admin(proc).SetTraffic(pb.SetTrafficRequest(model="m", weights={"2": 100})).revision == 2
+        control = [p for p in children(proc.proc.pid) if comm(p) == "modelgate-ctl"]
+        assert len(control) == 1, proc.log()
+        os.kill(control[0], signal.SIGKILL)
+        assert {one(proc.url) for _ in range(10)} == {("2", 2)}  # the workers serve on meanwhile
+        deadline = time.monotonic() + 30
+        while True:  # restarted after 1 s (port 0 here: a new port, which proc.admin_url follows)
+            try:
+                config = admin(proc).GetConfig(pb.GetConfigRequest(), timeout=2)
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, proc.log()
+                time.sleep(0.2)
+        assert config.revision == 3 and list(config.admin_models) == ["m"]  # "start" again, same traffic
+        assert "the control process" in proc.log() and "restarting in 1 s" in proc.log()
+        change = admin(proc).SetTraffic(pb.SetTrafficRequest(model="m", weights={"1": 100}))
+        assert change.revision == 4 and change.served
+        assert {one(proc.url) for _ in range(10)} == {("1", 4)}
+    finally:
+        assert proc.terminate() == 0, proc.log()
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def test_swaps_by_the_admin_api_under_load_fail_no_request(tmp_path: Path) -> None:
