@@ -34,9 +34,14 @@ log = logging.getLogger("gateway.tracing")
 
 
 def sampler_of(settings: TracingSettings) -> Sampler:
+    """Roots: sampled (Tracing.server_span made the ratio's choice before starting them); a
+    local parent (a request's span, for its queue, batch and client spans): its choice; a
+    caller's parent: its choice when parent-based, else the ratio on the trace id."""
+    if settings.parent_based:
+        return ParentBased(ALWAYS_ON)
     ratio = settings.sampler_ratio
-    root: Sampler = ALWAYS_ON if ratio >= 1 else ALWAYS_OFF if ratio <= 0 else TraceIdRatioBased(ratio)
-    return ParentBased(root) if settings.parent_based else root
+    by_id: Sampler = ALWAYS_ON if ratio >= 1 else ALWAYS_OFF if ratio <= 0 else TraceIdRatioBased(ratio)
+    return ParentBased(ALWAYS_ON, remote_parent_sampled=by_id, remote_parent_not_sampled=by_id)
 
 
 class _NoExport(SpanExporter):

@@ -14,6 +14,7 @@ serving process only, and never touched by a request: spans end into a bounded q
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -39,19 +40,28 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class Tracing:
-    """One process's tracer and the means to stop it (flush what is queued)."""
+    """One process's tracer and the means to stop it (flush what is queued).
 
-    def __init__(self, tracer: Tracer, close: Any = None) -> None:
+    A call that starts a new trace is sampled here, by `ratio`, before any span exists: one
+    that is not costs a look at its metadata and a random number. The SDK's sampler (built in
+    _export.py) then takes every such root, and decides for calls that come with a parent."""
+
+    def __init__(self, tracer: Tracer, ratio: float = 1.0, close: Any = None) -> None:
         self.tracer = tracer
+        self._ratio = ratio
         self._close = close
 
-    def server_span(self, method: str, metadata: Iterable[tuple[str, Any]] | None) -> Trace:
+    def server_span(self, method: str, metadata: Iterable[tuple[str, Any]] | None) -> Trace | None:
         """Start the span of one inference call, continuing the caller's `traceparent` and
-        `tracestate` (gRPC metadata)."""
+        `tracestate` (gRPC metadata). None: a new trace that is not sampled (nothing to do)."""
         carrier = {
             k: v for k, v in metadata or () if k in ("traceparent", "tracestate") and isinstance(v, str)
         }
         parent = _PROPAGATOR.extract(carrier) if carrier else None
+        if parent is None or not trace.get_current_span(parent).get_span_context().is_valid:
+            if self._ratio < 1.0 and random.random() >= self._ratio:
+                return None
+            parent = None
         span = self.tracer.start_span(
             f"{SERVICE}/{method}",
             context=parent,
@@ -129,4 +139,4 @@ def start_tracing(settings: TracingSettings, metrics: Metrics) -> Tracing | None
 
     provider, processor = build_provider(settings)
     metrics.trace_spans_dropped = processor.dropped
-    return Tracing(provider.get_tracer("modelgate"), close=processor.close)
+    return Tracing(provider.get_tracer("modelgate"), settings.sampler_ratio, close=processor.close)

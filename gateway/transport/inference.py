@@ -128,7 +128,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @handled
     async def ModelInfer(self, body: bytes, context: Ctx) -> pb.ModelInferResponse:
         if self._tracing is not None:
-            return await self._traced_infer(self._tracing, body, context)
+            traced = self._tracing.server_span("ModelInfer", context.invocation_metadata())
+            if traced is not None:
+                return await self._traced_infer(traced, body, context)
         request = parse_request(body)
         deadline = deadline_of(context)
         trace = _forwarding(context) if self._dp.forwards_trace else None
@@ -136,8 +138,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         metadata = _metadata(context, keys) if keys else None
         return await self._dp.infer(request, deadline, metadata, len(body), trace)
 
-    async def _traced_infer(self, tracing: Tracing, body: bytes, context: Ctx) -> pb.ModelInferResponse:
-        trace = tracing.server_span("ModelInfer", context.invocation_metadata())
+    async def _traced_infer(self, trace: Trace, body: bytes, context: Ctx) -> pb.ModelInferResponse:
         try:
             request = parse_request(body)
             keys = self._dp.sticky_keys
@@ -167,10 +168,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(body: bytes) -> None:
             request = pb.ModelInferRequest()
-            trace = forwarded
+            trace = span = forwarded
             if tracing is not None:
                 trace = span = tracing.server_span("ModelStreamInfer", calls)
-                if not (span.recording or self._dp.forwards_trace):
+                if span is not None and not (span.recording or self._dp.forwards_trace):
                     trace = None
             try:
                 request = parse_request(body)
@@ -179,18 +180,18 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 )
             except GatewayError as exc:
                 response = _stream_error(request, exc.code, exc.message)
-                if tracing is not None:
+                if tracing is not None and span is not None:
                     _failed(span, exc)
             except Exception as exc:
                 response = _stream_error(request, "INTERNAL", internal_message("ModelStreamInfer"))
-                if tracing is not None:
+                if tracing is not None and span is not None:
                     _failed(span, exc)
             except BaseException as exc:  # cancelled: the stream ended
-                if tracing is not None:
+                if tracing is not None and span is not None:
                     _failed(span, exc)
                 raise
             else:
-                if tracing is not None:
+                if tracing is not None and span is not None:
                     _finish(span, "OK")
             answers.put_nowait(response)
 

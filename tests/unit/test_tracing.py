@@ -184,3 +184,46 @@ def test_started_tracing_counts_into_metrics(tmp_path: Path) -> None:
     trace.end()
     started.close(5)
     assert metrics.snapshot()["trace_spans_dropped"] == 0
+
+
+SAMPLED = [("traceparent", "00-" + "1" * 32 + "-" + "2" * 16 + "-01")]
+UNSAMPLED = [("traceparent", "00-" + "1" * 32 + "-" + "2" * 16 + "-00")]
+
+
+@pytest.mark.parametrize(
+    ("yaml_ratio", "parent_based", "metadata", "expect"),
+    [
+        (0.0, True, [], None),  # a new trace, not sampled: no span at all
+        (0.0, True, [("traceparent", "garbage")], None),  # an invalid parent starts a new trace
+        (1.0, True, [], True),
+        (0.0, True, SAMPLED, True),  # parent-based: the caller decides
+        (1.0, True, UNSAMPLED, False),  # a span that does not record, to forward the context
+        (0.0, False, SAMPLED, False),  # not parent-based: the ratio decides
+        (1.0, False, UNSAMPLED, True),
+    ],
+)
+def test_sampling(
+    tmp_path: Path,
+    yaml_ratio: float,
+    parent_based: bool,
+    metadata: list[tuple[str, str]],
+    expect: bool | None,
+) -> None:
+    s = tracing(
+        tmp_path,
+        f"telemetry: {{tracing: {{enabled: true, exporter: none, sampler_ratio: {yaml_ratio}, "
+        f"parent_based: {str(parent_based).lower()}}}}}\n",
+    )
+    started = start_tracing(s, Metrics())
+    assert started is not None
+    trace = started.server_span("ModelInfer", metadata)
+    if expect is None:
+        assert trace is None
+    else:
+        assert trace is not None and trace.recording is expect
+        if trace.recording:  # children follow their request
+            child = trace.child("queue")
+            assert child.recording
+            child.end()
+        trace.end()
+    started.close(5)
