@@ -75,7 +75,7 @@ class Mirror:
             if answer is None:
                 answer = loop.create_future()
             self._inflight[model.name] = inflight + 1
-            copy = None
+            copy = trace  # not sampled: the context to forward, if any
             if trace is not None and trace.recording:
                 copy = trace.child(
                     "shadow",

@@ -3,6 +3,7 @@ side in one run (loadtests/bench_gateway.py's A/B of --variant gateways).
 
     python loadtests/bench_tracing.py [--concurrency 64] [--measurement-ms 4000] [--repeats 3]
                                       [--batching auto] [--exporter otlp|none]
+                                      [--ratios 0,0.01,1]
 
 Spans go over OTLP/gRPC to a real receiver in this process (tests/peers/otlp.py), so the 100% row
 pays for export too: spans serialized and sent by the gateway's export thread. `--exporter none`
@@ -33,11 +34,12 @@ def main() -> int:
     parser.add_argument("--repeats", default="3")
     parser.add_argument("--batching", default="auto")
     parser.add_argument("--exporter", default="otlp", choices=("otlp", "none"))
+    parser.add_argument("--ratios", default="0,0.01,1", type=lambda s: [float(r) for r in s.split(",")])
     args = parser.parse_args()
     with OtlpReceiver() as receiver:
 
         def tracing(ratio: float) -> str:
-            on = {"enabled": True, "exporter": args.exporter, "sampler_ratio": ratio}
+            on: dict[str, object] = {"enabled": True, "exporter": args.exporter, "sampler_ratio": ratio}
             if args.exporter == "otlp":
                 on["endpoint"] = receiver.endpoint
             return json.dumps({"telemetry": {"tracing": on}})
@@ -49,9 +51,7 @@ def main() -> int:
             "--measurement-ms", args.measurement_ms,
             "--repeats", args.repeats,
             "--batching", args.batching,
-            "--variant", f"tracing 0%={tracing(0.0)}",
-            "--variant", f"tracing 1%={tracing(0.01)}",
-            "--variant", f"tracing 100%={tracing(1.0)}",
+            *[a for r in args.ratios for a in ("--variant", f"tracing {r:.0%}={tracing(r)}")],
             "--out", str(ROOT / "loadtests" / "results" / "bench_tracing.json"),
         ]  # fmt: skip
         code = bench_gateway.main()
