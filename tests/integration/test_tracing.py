@@ -262,3 +262,27 @@ def test_off_by_default(repo: Path) -> None:
     finally:
         assert proc.terminate() == 0, proc.log()
     assert "modelgate_trace_spans_dropped_total 0.0" in text
+
+
+def test_shadow_copy_is_its_own_span(tmp_path: Path, otlp: OtlpReceiver) -> None:
+    """A shadow copy gets a span under (and linked to) the request it copies, its batch under it."""
+    repo = tmp_path / "models"
+    write_config(repo, "mlp", BATCHED)
+    for v in (1, 2):
+        write_version(repo, "mlp", v, mlp(seed=v))
+    (tmp_path / "gateway.yaml").write_text('models: {mlp: {traffic: {"1": 100}, shadow: {"2": 1.0}}}\n')
+    tp, trace_id, _ = new_traceparent()
+    proc = GatewayProcess(repo, "--config", str(tmp_path / "gateway.yaml"), env=otel_env(otlp)).wait_ready()
+    try:
+        asyncio.run(fire(proc.url, [{"traceparent": tp}]))
+        spans = otlp.wait_for(lambda s: len(by_name(s, "shadow")) >= 1 and len(by_name(s, "batch")) >= 2)
+    finally:
+        assert proc.terminate() == 0, proc.log()
+    (server,) = by_name(spans, f"{SERVICE}/ModelInfer")
+    (shadow,) = by_name(spans, "shadow")
+    assert server.attributes["modelgate.version"] == "1"
+    assert shadow.trace_id == trace_id and shadow.parent_id == server.span_id
+    assert shadow.links == [(trace_id, server.span_id)]
+    assert shadow.attributes["modelgate.version"] == "2"
+    parents = {b.parent_id for b in by_name(spans, "batch")}
+    assert parents == {server.span_id, shadow.span_id}
