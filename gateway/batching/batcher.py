@@ -164,7 +164,7 @@ class Batcher:
         if trace is not None:
             self._traced = True
             if trace.recording:
-                item.waiting = trace.child("queue", attributes={"modelgate.batcher": self._name})
+                item.waiting = trace.child("queue")
         if deadline is not None:
             item.timer = self._clock.call_at(deadline, lambda: self._expire(item))
         self._levels[level].append(item)
