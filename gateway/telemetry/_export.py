@@ -5,7 +5,8 @@ The SDK's BatchSpanProcessor drops the oldest queued span silently when its queu
 a span is only handed to it while fewer than `max_queue_size` spans are waiting (ended, not yet
 handed to the exporter), so its own queue never overflows and every span that does not fit is
 counted; so is every span of an export that failed (collector down or too slow). Both counts are
-exact; spans still queued when the process stops and the flush runs out of time are not counted.
+exact. Not counted: spans still queued when the process stops and the flush runs out of time, and
+spans that end after the stop (shadow copies cancelled by it).
 """
 
 from __future__ import annotations
