@@ -26,6 +26,7 @@ import tritonclient.grpc.aio as aioclient
 from gateway.examples import mlp, write_config, write_version
 from tests.peers.gateway import GatewayProcess, metric, scrape
 from tests.peers.otlp import OtlpReceiver, Span
+from tests.peers.triton import TritonServer, make_onnx_python_model, triton_available
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,3 +287,50 @@ def test_shadow_copy_is_its_own_span(tmp_path: Path, otlp: OtlpReceiver) -> None
     assert shadow.attributes["modelgate.version"] == "2"
     parents = {b.parent_id for b in by_name(spans, "batch")}
     assert parents == {server.span_id, shadow.span_id}
+
+
+@pytest.mark.skipif(not triton_available(), reason="run `make triton-peer` first")
+def test_tritons_own_spans_join_the_trace(tmp_path: Path, otlp: OtlpReceiver) -> None:
+    """A real Triton with OpenTelemetry tracing on (OTLP/HTTP to the same receiver): its spans
+    land in the caller's trace, under the gateway's client span."""
+    onnx = tmp_path / "mlp.onnx"
+    onnx.write_bytes(mlp(seed=21))
+    triton_models = tmp_path / "triton"
+    make_onnx_python_model(triton_models, "mlp", onnx, "x", 32, "y", 8)
+    triton = TritonServer(
+        triton_models,
+        log_path=tmp_path / "triton.log",
+        extra_args=[
+            "--trace-config", "mode=opentelemetry",
+            "--trace-config", "rate=1",
+            "--trace-config", "level=TIMESTAMPS",
+            "--trace-config", f"opentelemetry,url={otlp.http_endpoint}",
+            "--trace-config", "opentelemetry,resource=service.name=triton",
+        ],
+    ).start()  # fmt: skip
+    try:
+        config = {
+            "models": {"mlp": {"versions": {"1": {"backend": "triton", "endpoints": [triton.grpc_url]}}}}
+        }
+        (tmp_path / "gateway.json").write_text(json.dumps(config))
+        (tmp_path / "models").mkdir()
+        tp, trace_id, _ = new_traceparent()
+        proc = GatewayProcess(
+            tmp_path / "models", "--config", str(tmp_path / "gateway.json"), env=otel_env(otlp)
+        ).wait_ready()
+        try:
+            asyncio.run(fire(proc.url, [{"traceparent": tp}]))
+            spans = otlp.wait_for(
+                lambda s: (
+                    any(x.kind == "CLIENT" for x in s)
+                    and any(x.resource.get("service.name") == "triton" for x in s)
+                )
+            )
+        finally:
+            assert proc.terminate() == 0, proc.log()
+    finally:
+        triton.close()
+    (client,) = [s for s in spans if s.kind == "CLIENT"]
+    tritons = [s for s in spans if s.resource.get("service.name") == "triton"]
+    assert {s.trace_id for s in tritons} == {trace_id}
+    assert client.span_id in {s.parent_id for s in tritons}
