@@ -69,7 +69,7 @@ class _CountingExporter(SpanExporter):
             self.failed += len(spans)
             if not self._warned:
                 self._warned = True
-                log.warning("trace export failed: spans dropped (counted in modelgate_trace_spans_dropped)")
+                log.warning("trace export failed; dropped spans count in modelgate_trace_spans_dropped_total")
         return result
 
     def shutdown(self) -> None:

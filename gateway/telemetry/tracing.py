@@ -120,7 +120,8 @@ class Trace:
         return tuple(carrier.items())
 
     def fail(self, code: str, error_type: str | None = None) -> None:
-        """Mark the span failed: the gRPC status `code` and `error.type`."""
+        """Mark the span failed: status ERROR described by the gRPC status name `code`, and
+        `error.type` (the exception's type when it was unexpected, else `code`)."""
         if self.span is not None:
             self.span.set_attribute("error.type", error_type or code)
             self.span.set_status(Status(StatusCode.ERROR, code))
