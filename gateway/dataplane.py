@@ -26,6 +26,7 @@ from .registry import READY, Model, ModelVersion, Registry
 from .routing import Route, TrafficPolicy
 from .shadow import Mirror
 from .telemetry import Metrics
+from .telemetry.tracing import CALL, Trace
 from .tensors import decode_inputs, encode_outputs, requested_outputs
 
 __all__ = ["EXTENSIONS", "DataPlane"]
@@ -76,11 +77,13 @@ class DataPlane:
         deadline: float | None = None,
         metadata: Mapping[str, str] | None = None,
         size: int = 0,
+        trace: Trace | None = None,
     ) -> pb.ModelInferResponse:
         """Serve one request. `deadline` is on the event loop's clock (None: no deadline); the
         request's parameters may add `priority` (1 = highest) and `timeout` (µs in the queue).
         `metadata` holds the call's sticky keys (`sticky_keys`), when it carries any; `size` is
-        the request message's size on the wire (it counts toward `max_inflight_bytes`)."""
+        the request message's size on the wire (it counts toward `max_inflight_bytes`). `trace`:
+        the call's trace (gateway/telemetry/tracing.py), when it is traced or forwarded."""
         start = time.perf_counter_ns()
         model = self.registry.resolve(request.model_name)
         router = model.router
@@ -93,6 +96,16 @@ class DataPlane:
             served, route = chosen
         stats = served.metrics
         stats.routes[route] = stats.routes.get(route, 0) + 1
+        span = trace.span if trace is not None and trace.recording else None
+        if span is not None:
+            span.set_attributes(
+                {
+                    "modelgate.model": served.model,
+                    "modelgate.version": served.version,
+                    "modelgate.route": route,
+                    "modelgate.policy_revision": router.revision,
+                }
+            )
         metrics = self._metrics
         if metrics.inflight >= self._max_inflight:
             stats.failed("RESOURCE_EXHAUSTED", 0)
@@ -112,26 +125,34 @@ class DataPlane:
             names = requested_outputs(request, signature)
             rows = next(iter(arrays.values())).shape[0] if signature.max_batch_size and arrays else 1
             if router.shadows:
-                mirrored = self.mirror.send(model, served, arrays, rows, names)
+                mirrored = self.mirror.send(model, served, arrays, rows, names, trace)
             decoded = time.perf_counter_ns()
             batcher = served.batcher
             if batcher is None:
-                outputs = await served.run(arrays, names, deadline)
+                if trace is None:
+                    outputs = await served.run(arrays, names, deadline)
+                else:  # the backend call belongs to this request's trace
+                    token = CALL.set(trace)
+                    try:
+                        outputs = await served.run(arrays, names, deadline)
+                    finally:
+                        CALL.reset(token)
                 inferred = time.perf_counter_ns()
                 queue_ns, infer_ns = 0, inferred - decoded
+                batch_rows = rows
                 stats.executed(rows, infer_ns)
             else:
                 priority = 0
                 if request.parameters:
                     priority, deadline = _scheduling(request, deadline)
-                result = await batcher.submit(arrays, rows, deadline, priority)
+                result = await batcher.submit(arrays, rows, deadline, priority, trace)
                 inferred = time.perf_counter_ns()
                 outputs = (
                     result.outputs
                     if len(names) == len(result.outputs)
                     else {n: result.outputs[n] for n in names}
                 )
-                queue_ns, infer_ns = result.queue_ns, result.compute_ns
+                queue_ns, infer_ns, batch_rows = result.queue_ns, result.compute_ns, result.batch_rows
             if mirrored is not None:
                 mirrored.set_result(outputs)
             response = pb.ModelInferResponse(
@@ -159,6 +180,14 @@ class DataPlane:
                 mirrored.set_result(None)  # the primary failed: nothing to compare
         end = time.perf_counter_ns()
         stats.succeeded(rows, end - start, decoded - start, infer_ns, end - inferred, queue_ns)
+        if span is not None:
+            span.set_attributes(
+                {
+                    "modelgate.rows": rows,
+                    "modelgate.batch_size": batch_rows,
+                    "modelgate.queue_ms": queue_ns / 1e6,
+                }
+            )
         return response
 
     @property

@@ -41,6 +41,7 @@ from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .routing import policies_of
 from .settings import Settings
 from .telemetry import Metrics, serve_metrics
+from .telemetry.tracing import start_tracing
 from .tensors import TensorSpec
 from .transport import InferenceServicer, add_inference_service, new_server, resolve_transport
 from .transport.admin import start_admin_server
@@ -55,6 +56,7 @@ OVERALL = ""  # the health service name that stands for the whole server
 SNAPSHOT_S = 1.0  # how often a worker hands its counters to the supervisor
 CONFIG_POLL_S = 0.25  # how often a worker looks for a newly published config
 PARENT_POLL_S = 1.0  # how often a worker checks that its supervisor is alive
+TRACE_FLUSH_S = 3.0  # how long a stop waits for queued spans to be exported
 
 
 def _add_to_pool(*files: Any) -> None:
@@ -128,6 +130,8 @@ class Gateway:
         self.plane = plane
         self._reuse_port = reuse_port
         self.metrics = metrics or Metrics()
+        # Built here, in the serving process (workers are forked before any SDK object exists).
+        self.tracing = start_tracing(settings.telemetry.tracing, self.metrics)
         self._grpc_port = settings.grpc_port if grpc_port is None else grpc_port
         self._metrics_port = settings.metrics_port if metrics_port is None else metrics_port
         options = ort_options(settings)
@@ -221,7 +225,7 @@ class Gateway:
         server = new_server(
             self.transport, max_message_bytes=s.max_message_bytes, reuse_port=self._reuse_port
         )
-        add_inference_service(InferenceServicer(self.dataplane), server)
+        add_inference_service(InferenceServicer(self.dataplane, tracing=self.tracing), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         _add_to_pool(health_pb2, reflection_pb2)
         reflection.enable_server_reflection(
@@ -353,10 +357,18 @@ class Gateway:
             )
         await self.dataplane.close()
         await self.registry.close()
+        await self.close_tracing()
         if self._snapshot_dir is not None:
             self.metrics.write_snapshot(self._snapshot_dir)
         self._stop_metrics()
         self._closed.set()
+
+    async def close_tracing(self) -> None:
+        """Export the spans still queued, within TRACE_FLUSH_S (a collector that is down must not
+        hold the stop up)."""
+        tracing, self.tracing = self.tracing, None
+        if tracing is not None:
+            await asyncio.to_thread(tracing.close, TRACE_FLUSH_S)
 
     def _stop_metrics(self) -> None:
         if self._metrics_server is not None:
@@ -442,6 +454,7 @@ async def _serve(
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await gateway.registry.close()
+            await gateway.close_tracing()
             await asyncio.gather(*gateway._tasks, return_exceptions=True)
             say(f"modelgate{label}: stopped")
             return 0

@@ -2,6 +2,7 @@
 
 Sources, later ones winning: defaults < the YAML file (`--config`) < `GATEWAY_<FIELD>`
 environment variables (top-level fields, e.g. GATEWAY_GRPC_PORT=9001) < command-line flags.
+`telemetry.tracing` also takes OpenTelemetry's standard `OTEL_*` variables, over the YAML.
 `load_settings` reads them once at start-up; everything else receives the result explicitly.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import yaml
 from pydantic import (
@@ -32,6 +34,8 @@ __all__ = [
     "OnnxRuntimeSettings",
     "Settings",
     "SettingsError",
+    "TelemetrySettings",
+    "TracingSettings",
     "load_settings",
 ]
 
@@ -328,6 +332,40 @@ class ModelSettings(_Strict):
         return max(sorted(others, key=int), key=lambda v: others[v])
 
 
+class TracingSettings(_Strict):
+    """OpenTelemetry traces: a span per inference call and per stage behind it. The standard
+    OTEL_* environment variables override these fields (README: Tracing)."""
+
+    enabled: bool = Field(False, description="Trace at all; off, the request path pays one check.")
+    exporter: Literal["otlp", "console", "none"] = Field(
+        "otlp",
+        description="otlp: OTLP/gRPC to `endpoint`; console: JSON lines on stdout; none: spans are "
+        "made and dropped (for measuring).",
+    )
+    endpoint: str | None = Field(
+        None, description="The collector's OTLP/gRPC address (http://host:4317); null: localhost:4317."
+    )
+    sampler_ratio: float = Field(1.0, ge=0, le=1, description="Share of new traces sampled (by trace id).")
+    parent_based: bool = Field(
+        True, description="A caller's sampled flag decides for its requests; the ratio only for new traces."
+    )
+    service_name: str = Field("modelgate", description="The `service.name` resource attribute.")
+    resource_attributes: dict[str, str] = Field(
+        default_factory=dict, description="More resource attributes (deployment.environment, ...)."
+    )
+    max_queue_size: int = Field(
+        2048,
+        ge=1,
+        description="Ended spans waiting for export per process; over it they are dropped and counted "
+        "(modelgate_trace_spans_dropped_total).",
+    )
+    export_timeout_s: float = Field(10.0, gt=0, description="Time one export to the collector may take.")
+
+
+class TelemetrySettings(_Strict):
+    tracing: TracingSettings = TracingSettings()
+
+
 class Settings(_Strict):
     """The gateway's configuration (YAML keys are these field names)."""
 
@@ -395,6 +433,7 @@ class Settings(_Strict):
     )
     onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
     triton: TritonSettings = TritonSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     batching: BatchingSettings = Field(
         BatchingSettings(), description="Batching defaults for every model.")  # fmt: skip
     models: dict[str, ModelSettings] = Field(
@@ -412,8 +451,52 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in Settings.model_fields:
         key = ENV_PREFIX + name.upper()
-        if key in environ and name not in ("onnxruntime", "batching", "models", "triton"):
+        if key in environ and name not in ("onnxruntime", "batching", "models", "triton", "telemetry"):
             out[name] = environ[key]
+    return out
+
+
+_SAMPLERS = {  # OTEL_TRACES_SAMPLER -> (parent_based, ratio; None: OTEL_TRACES_SAMPLER_ARG's)
+    "always_on": (False, 1.0),
+    "always_off": (False, 0.0),
+    "traceidratio": (False, None),
+    "parentbased_always_on": (True, 1.0),
+    "parentbased_always_off": (True, 0.0),
+    "parentbased_traceidratio": (True, None),
+}
+
+
+def _otel_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`telemetry.tracing` fields from OpenTelemetry's standard variables. Naming an exporter
+    (otlp, console) or an OTLP endpoint turns tracing on; `none` or OTEL_SDK_DISABLED=true off."""
+    out: dict[str, Any] = {}
+    env = {k: v.strip() for k, v in environ.items() if k.startswith("OTEL_") and v.strip()}
+    if "OTEL_SERVICE_NAME" in env:
+        out["service_name"] = env["OTEL_SERVICE_NAME"]
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint:
+        out["endpoint"] = endpoint
+        out["enabled"] = True
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").lower()
+    if exporter:
+        first = exporter.split(",")[0].strip()  # the SDK takes a list; one exporter here
+        out["exporter"] = first
+        out["enabled"] = first != "none"
+    sampler = env.get("OTEL_TRACES_SAMPLER", "").lower()
+    if sampler:
+        if sampler not in _SAMPLERS:
+            raise SettingsError(f"OTEL_TRACES_SAMPLER={sampler}: not one of {', '.join(_SAMPLERS)}")
+        out["parent_based"], ratio = _SAMPLERS[sampler]
+        out["sampler_ratio"] = ratio if ratio is not None else env.get("OTEL_TRACES_SAMPLER_ARG", 1.0)
+    if "OTEL_RESOURCE_ATTRIBUTES" in env:
+        attributes = {}
+        for pair in env["OTEL_RESOURCE_ATTRIBUTES"].split(","):
+            key, sep, value = pair.partition("=")
+            if sep and key.strip():
+                attributes[unquote(key.strip())] = unquote(value.strip())
+        out["resource_attributes"] = attributes
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        out["enabled"] = False
     return out
 
 
@@ -438,7 +521,23 @@ def load_settings(
         if not isinstance(loaded, dict):
             raise SettingsError(f"{where}: top level must be a mapping")
         data.update(loaded)
-    data.update(_env_overrides(os.environ if environ is None else environ))
+    environ = os.environ if environ is None else environ
+    data.update(_env_overrides(environ))
+    otel = _otel_overrides(environ)
+    if otel:
+        telemetry = data.get("telemetry")
+        telemetry = dict(telemetry) if isinstance(telemetry, dict) else {}
+        tracing = telemetry.get("tracing")
+        resource = otel.pop("resource_attributes", None)
+        tracing = {**tracing, **otel} if isinstance(tracing, dict) else otel
+        if resource is not None:  # the variable's attributes over the YAML's
+            yaml_resource = tracing.get("resource_attributes")
+            tracing["resource_attributes"] = {
+                **(yaml_resource if isinstance(yaml_resource, dict) else {}),
+                **resource,
+            }
+        telemetry["tracing"] = tracing
+        data["telemetry"] = telemetry
     for key, value in (overrides or {}).items():
         if value is None:
             continue

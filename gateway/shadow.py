@@ -25,6 +25,7 @@ from .registry import Model, ModelVersion
 from .routing import TrafficPolicy, compare
 from .telemetry import Metrics
 from .telemetry._routing import ShadowStats
+from .telemetry.tracing import CALL, Trace
 
 __all__ = ["Mirror", "disagreements"]
 
@@ -50,9 +51,11 @@ class Mirror:
         inputs: Mapping[str, np.ndarray],
         rows: int,
         names: Sequence[str],
+        trace: Trace | None = None,
     ) -> asyncio.Future[Outputs | None] | None:
         """Start the sampled copies of one request. Returns the future the primary must resolve
-        with its outputs (None if it failed), or None when no copy was sent."""
+        with its outputs (None if it failed), or None when no copy was sent. A sampled `trace`
+        (the primary's) gets a `shadow` span per copy, under and linked to the primary's span."""
         router = model.router
         policy = router.policy
         answer: asyncio.Future[Outputs | None] | None = None
@@ -72,8 +75,15 @@ class Mirror:
             if answer is None:
                 answer = loop.create_future()
             self._inflight[model.name] = inflight + 1
+            copy = trace  # not sampled: the context to forward, if any
+            if trace is not None and trace.recording:
+                copy = trace.child(
+                    "shadow",
+                    attributes={"modelgate.model": model.name, "modelgate.version": version},
+                    links=(trace,),
+                )
             task = loop.create_task(
-                self._copy(model.name, target, stats, policy, inputs, rows, names, answer)
+                self._copy(model.name, target, stats, policy, inputs, rows, names, answer, copy)
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -89,22 +99,31 @@ class Mirror:
         rows: int,
         names: Sequence[str],
         answer: asyncio.Future[Outputs | None],
+        trace: Trace | None,
     ) -> None:
         start = time.perf_counter_ns()
+        if trace is not None:
+            CALL.set(trace)  # this task's own context: an unbatched backend call is the copy's
         try:
             if target.batcher is not None:
-                outputs: Outputs = (await target.batcher.submit(inputs, rows, None, LOWEST)).outputs
+                outputs: Outputs = (await target.batcher.submit(inputs, rows, None, LOWEST, trace)).outputs
             else:
                 outputs = await target.run(inputs, names, None)
         except GatewayError as exc:
             stats.failed(exc.code)
+            if trace is not None:
+                trace.fail(exc.code)
             return
         except Exception as exc:
             self._warn(model, target.version, f"failed unexpectedly: {exc!r}")
             stats.failed("INTERNAL")
+            if trace is not None:
+                trace.fail("INTERNAL", type(exc).__qualname__)
             return
         finally:
             self._inflight[model] -= 1
+            if trace is not None:
+                trace.end()
         stats.latency.observe((time.perf_counter_ns() - start) * 1e-9)
         expected = await answer
         if expected is None:

@@ -12,7 +12,8 @@
 - The caller's remaining deadline becomes the remote call's timeout; a cancelled caller
   cancels the remote call. Only an UNAVAILABLE call made while its channel was not connected
   (so it never reached a server) is retried, on another endpoint, within a retry budget.
-- The W3C `traceparent` of the caller (see gateway/telemetry/tracing.py) is forwarded.
+- Trace context (gateway/telemetry/tracing.py) is forwarded: with tracing on, that of a client
+  span made for the call (under the batch's span); off, the caller's `traceparent` as it came.
 - At load, the remote model's metadata and config give the signature; a config.pbtxt in the
   gateway's repository that disagrees with it fails the load with a message naming the tensor.
 """
@@ -29,13 +30,22 @@ from typing import Any
 
 import grpc
 import numpy as np
+from opentelemetry.trace import SpanKind
 
 from .._proto import inference_pb2 as pb
 from .._proto import inference_pb2_grpc as pb_grpc
 from .._proto import model_config_pb2 as mc
-from ..errors import DeadlineExceeded, Internal, InvalidArgument, LoadError, NotFound, Unavailable
+from ..errors import (
+    DeadlineExceeded,
+    GatewayError,
+    Internal,
+    InvalidArgument,
+    LoadError,
+    NotFound,
+    Unavailable,
+)
 from ..repository import RemoteVersion
-from ..telemetry.tracing import TRACEPARENT
+from ..telemetry.tracing import CALL, SERVICE, Trace
 from ..tensors import DATATYPES, Signature, TensorSpec, declared_specs, decode_bytes, encode_bytes
 
 __all__ = ["TritonBackend", "TritonOptions"]
@@ -277,8 +287,48 @@ class TritonBackend:
             timeout = deadline - time.monotonic()
             if timeout <= 0:
                 raise DeadlineExceeded(f"{self._label}: deadline passed before the call to Triton")
-        trace = TRACEPARENT.get()
-        metadata = (("traceparent", trace),) if trace else None
+        trace = CALL.get()
+        metadata = None
+        client = None
+        if trace is not None:
+            if trace.recording:
+                client = trace.child(
+                    f"{SERVICE}/ModelInfer",
+                    kind=SpanKind.CLIENT,
+                    attributes={
+                        "rpc.system": "grpc",
+                        "rpc.service": SERVICE,
+                        "rpc.method": "ModelInfer",
+                        "modelgate.remote_model": self._model,
+                    },
+                )
+                trace = client
+            metadata = trace.headers() or None
+        if client is None:
+            response = await self._call(request, timeout, metadata, None)
+        else:
+            try:
+                response = await self._call(request, timeout, metadata, client)
+            except GatewayError as exc:
+                client.fail(exc.code)
+                _status(client, exc.code)
+                raise
+            except asyncio.CancelledError:
+                client.fail("CANCELLED")
+                _status(client, "CANCELLED")
+                raise
+            finally:
+                client.end()
+        return self._outputs(response)
+
+    async def _call(
+        self,
+        request: pb.ModelInferRequest,
+        time_left: float | None,
+        metadata: tuple[tuple[str, str], ...] | None,
+        client: Trace | None,
+    ) -> pb.ModelInferResponse:
+        """One call, sent again to another endpoint when it never reached a server."""
         self._budget.earn()
         tried: list[_Endpoint] = []
         while True:
@@ -290,7 +340,9 @@ class TritonBackend:
             connected = ep.channel.get_state() == grpc.ChannelConnectivity.READY
             ep.outstanding += 1
             try:
-                response = await ep.stub.ModelInfer(request, timeout=timeout, metadata=metadata)
+                response: pb.ModelInferResponse = await ep.stub.ModelInfer(
+                    request, timeout=time_left, metadata=metadata
+                )
             except asyncio.CancelledError:
                 ep.count("CANCELLED")
                 raise
@@ -318,7 +370,9 @@ class TritonBackend:
                 ep.outstanding -= 1
             ep.failures = 0
             ep.count("OK")
-            return self._outputs(response)
+            if client is not None:
+                _status(client, "OK", ep.address)
+            return response
 
     def _outputs(self, response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
         raw = response.raw_output_contents
@@ -372,3 +426,13 @@ class TritonBackend:
                 await self._prober
         for ep in self._endpoints:
             await ep.channel.close()
+
+
+def _status(client: Trace, code: str, address: str | None = None) -> None:
+    """The outcome of a call on its client span (gRPC status number, the server that answered)."""
+    if client.span is not None:
+        client.span.set_attribute(
+            "rpc.grpc.status_code", getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN).value[0]
+        )
+        if address is not None:
+            client.span.set_attribute("server.address", address)

@@ -19,6 +19,9 @@ concatenates each input once, runs the backend once, and hands every request a v
   would go at once and finds the batcher idle (nobody queued, a batch slot free) runs in its
   caller's task, without passing through the queue.
 - Timers have about 1 ms granularity on the event loop, so a delay under 1 ms waits about 1 ms.
+- Traced requests (gateway/telemetry/tracing.py) get a `queue` span while they wait; each
+  backend call gets a `batch` span under the first sampled request of the batch, linked to every
+  sampled one; the backend call belongs to it. Untraced, none of this runs.
 No locks: everything runs on the event loop.
 """
 
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeadlineExceeded, GatewayError, Internal, ResourceExhausted, Unavailable
-from ..telemetry.tracing import TRACEPARENT
+from ..telemetry.tracing import CALL, Trace
 from .clock import Clock, LoopClock, Timer
 
 __all__ = ["BatchResult", "Batcher", "BatchingPolicy"]
@@ -80,7 +83,8 @@ class _Item:
     enqueued_at: float  # on the batcher's clock: when the queue delay runs out
     enqueued_ns: int  # perf_counter_ns: for the queue time reported in statistics
     deadline: float | None = None
-    trace: str | None = None  # the caller's traceparent, for backends that call out
+    trace: Trace | None = None  # the request's trace, when it is traced or forwarded
+    waiting: Trace | None = None  # its queue span, while it waits
     timer: Timer | None = None
     queued: bool = True
 
@@ -117,6 +121,7 @@ class Batcher:
         self._skipped = 0  # batches sent without waiting since waiting last paid off
         self._probing = False  # the batch being formed is a probe: it waits out the delay
         self._scheduler: asyncio.Task[None] | None = None
+        self._traced = False  # a traced request was ever submitted: batches look for traces
 
     # -- callers -------------------------------------------------------------------------------
 
@@ -131,9 +136,10 @@ class Batcher:
         rows: int,
         deadline: float | None = None,
         priority: int = 0,
+        trace: Trace | None = None,
     ) -> BatchResult:
         """Queue one request (`rows` rows) and wait for its outputs. `deadline` is on the clock's
-        scale; `priority` 0 means the default level."""
+        scale; `priority` 0 means the default level; `trace` the request's, if any."""
         policy = self.policy
         if self._closing:
             raise Unavailable(f"{self._name}: shutting down")
@@ -149,10 +155,16 @@ class Batcher:
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded(f"{self._name}: deadline passed before the request was queued")
         if not self.queued and not self._slots.locked() and not self._should_wait(rows):
+            if trace is not None:
+                return await self._run_alone_traced(inputs, rows, deadline, trace)
             return await self._run_alone(inputs, rows, deadline)
         key = tuple((name, a.shape[1:], a.dtype) for name, a in inputs.items())
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        item = _Item(inputs, rows, key, future, now, time.perf_counter_ns(), deadline, TRACEPARENT.get())
+        item = _Item(inputs, rows, key, future, now, time.perf_counter_ns(), deadline, trace)
+        if trace is not None:
+            self._traced = True
+            if trace.recording:
+                item.waiting = trace.child("queue")
         if deadline is not None:
             item.timer = self._clock.call_at(deadline, lambda: self._expire(item))
         self._levels[level].append(item)
@@ -169,6 +181,9 @@ class Batcher:
                 self._dequeue(item)
             if item.timer is not None:
                 item.timer.cancel()
+            if item.waiting is not None:  # it left the queue without running
+                item.waiting.fail("DEADLINE_EXCEEDED" if item.future.done() else "CANCELLED")
+                item.waiting.end()
 
     def _should_wait(self, rows: int) -> bool:
         """For a request that finds the batcher idle: would the scheduler hold it for company?"""
@@ -194,6 +209,34 @@ class Batcher:
         if self._observe is not None:
             self._observe(compute_ns * 1e-9, compute_ns * 1e-9)
         return BatchResult(outputs, 0, compute_ns, rows)
+
+    async def _run_alone_traced(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None, trace: Trace
+    ) -> BatchResult:
+        """_run_alone, its backend call in the request's trace (under a batch span of one)."""
+        batch = self._batch_span([trace], rows, 1) if trace.recording else trace
+        token = CALL.set(batch)
+        try:
+            return await self._run_alone(inputs, rows, deadline)
+        except GatewayError as exc:
+            batch.fail(exc.code)
+            raise
+        finally:
+            CALL.reset(token)
+            if batch is not trace:
+                batch.end()
+
+    def _batch_span(self, traces: Sequence[Trace], rows: int, requests: int) -> Trace:
+        """The span of one backend call, under the first of the sampled requests it serves."""
+        return traces[0].child(
+            "batch",
+            attributes={
+                "modelgate.batcher": self._name,
+                "modelgate.batch_size": rows,
+                "modelgate.batch_requests": requests,
+            },
+            links=traces,
+        )
 
     def _dequeue(self, item: _Item) -> None:
         item.queued = False
@@ -323,20 +366,23 @@ class Batcher:
         return taken
 
     async def _execute(self, items: list[_Item]) -> None:
+        batch = None
         try:
             start = time.perf_counter_ns()
+            if self._traced:
+                batch = self._trace_batch(items)
             if len(items) == 1:
                 inputs = items[0].inputs
             else:
                 inputs = {name: np.concatenate([it.inputs[name] for it in items]) for name in items[0].inputs}
             try:
-                # One remote call for the batch: it may run as long as its most patient request,
-                # and carries the first request's trace context.
+                # One remote call for the batch: it may run as long as its most patient request.
                 deadlines = [it.deadline for it in items]
                 deadline = None if None in deadlines else max(d for d in deadlines if d is not None)
-                TRACEPARENT.set(items[0].trace)
                 outputs = await self._call(inputs, deadline)
             except GatewayError as exc:
+                if batch is not None:
+                    batch.fail(exc.code)
                 self._fail(items, exc)
                 return
             compute_ns = time.perf_counter_ns() - start
@@ -359,6 +405,26 @@ class Batcher:
                 offset += it.rows
         finally:
             self._slots.release()
+            if batch is not None:
+                batch.end()
+
+    def _trace_batch(self, items: list[_Item]) -> Trace | None:
+        """End the queue spans of a batch about to run and set the trace its backend call belongs
+        to (this task's own context): a batch span when a request is sampled, else the first
+        forwarded context. Returns the batch span to end."""
+        traces = []
+        for it in items:
+            if it.waiting is not None:
+                it.waiting.end()
+                it.waiting = None
+            if it.trace is not None:
+                traces.append(it.trace)
+        if not traces:
+            return None
+        sampled = [t for t in traces if t.recording]
+        batch = self._batch_span(sampled, sum(it.rows for it in items), len(items)) if sampled else None
+        CALL.set(batch or traces[0])
+        return batch
 
     async def _call(self, inputs: Mapping[str, np.ndarray], deadline: float | None) -> dict[str, np.ndarray]:
         """The backend call; anything but a GatewayError becomes INTERNAL (and is logged)."""

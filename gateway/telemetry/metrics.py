@@ -121,6 +121,7 @@ class Metrics:
         self.weights: list[tuple[str, str, float]] = []  # (model, version, share): what is served now
         self.models: dict[str, dict[str, Any]] = {}  # name -> state, reason, versions, failed ones
         self.describe_recent: Callable[[ShadowStats], list[dict[str, Any]]] | None = None  # shadow.py's
+        self.trace_spans_dropped: Callable[[], int] = lambda: 0  # tracing's count, when it is on
 
     def for_shadow(self, model: str, primary: str, shadow: str) -> ShadowStats:
         """The comparison counters of one shadow version against one primary version."""
@@ -152,6 +153,7 @@ class Metrics:
             "load_failures": dict(self.load_failures),
             "inflight": self.inflight,
             "inflight_bytes": self.inflight_bytes,
+            "trace_spans_dropped": self.trace_spans_dropped(),
             "routing": {
                 "revision": self.policy_revision,
                 "weights": list(self.weights),
@@ -203,9 +205,10 @@ class SnapshotCollector:
         routing = RoutingFamilies()
         supervisor: dict[str, int] = {}
         drift: dict[str, Any] = {}
-        inflight = inflight_bytes = 0
+        inflight = inflight_bytes = spans_dropped = 0
         for snap in self._snapshots():
             inflight += snap.get("inflight", 0)
+            spans_dropped += snap.get("trace_spans_dropped", 0)
             inflight_bytes += snap.get("inflight_bytes", 0)
             drift = snap.get("drift") or drift  # the control plane's
             routing.add_worker(snap)
@@ -261,6 +264,11 @@ class SnapshotCollector:
             "modelgate_inflight_request_bytes",
             "Bytes of the inference requests being served.",
             inflight_bytes,
+        )
+        yield CounterMetricFamily(
+            "modelgate_trace_spans_dropped",
+            "Trace spans dropped before export: the export queue was full, or an export failed.",
+            spans_dropped,
         )
         yield from _drift_families(drift)
         if supervisor:  # --workers N

@@ -19,7 +19,7 @@ from .._proto import inference_pb2 as pb
 from .._proto import inference_pb2_grpc as pb_grpc
 from ..dataplane import DataPlane
 from ..errors import GatewayError, InvalidArgument
-from ..telemetry.tracing import TRACEPARENT
+from ..telemetry.tracing import Trace, Tracing
 from ._errors import handled, internal_message
 from ._server import deadline_of
 
@@ -30,6 +30,7 @@ Ctx: TypeAlias = Any  # grpc.aio.ServicerContext; grpcio ships no type informati
 
 RAW_REQUESTS = frozenset({"ModelInfer", "ModelStreamInfer"})
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+_STATUS_NUMBERS = {code.name: code.value[0] for code in grpc.StatusCode}
 
 
 def add_inference_service(servicer: InferenceServicer, server: Any) -> None:
@@ -65,9 +66,12 @@ def parse_request(data: bytes) -> pb.ModelInferRequest:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, stream_window: int = 256) -> None:
+    def __init__(
+        self, dataplane: DataPlane, stream_window: int = 256, tracing: Tracing | None = None
+    ) -> None:
         self._dp = dataplane
         self._stream_window = stream_window
+        self._tracing = tracing
 
     @handled
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Ctx) -> pb.ServerLiveResponse:
@@ -123,20 +127,38 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @handled
     async def ModelInfer(self, body: bytes, context: Ctx) -> pb.ModelInferResponse:
+        if self._tracing is not None:
+            traced = self._tracing.server_span("ModelInfer", context.invocation_metadata())
+            if traced is not None:
+                return await self._traced_infer(traced, body, context)
         request = parse_request(body)
         deadline = deadline_of(context)
-        if self._dp.forwards_trace:
-            TRACEPARENT.set(_traceparent(context))
+        trace = _forwarding(context) if self._dp.forwards_trace else None
         keys = self._dp.sticky_keys
-        return await self._dp.infer(request, deadline, _metadata(context, keys) if keys else None, len(body))
+        metadata = _metadata(context, keys) if keys else None
+        return await self._dp.infer(request, deadline, metadata, len(body), trace)
+
+    async def _traced_infer(self, trace: Trace, body: bytes, context: Ctx) -> pb.ModelInferResponse:
+        try:
+            request = parse_request(body)
+            keys = self._dp.sticky_keys
+            metadata = _metadata(context, keys) if keys else None
+            below = trace if trace.recording or self._dp.forwards_trace else None
+            response = await self._dp.infer(request, deadline_of(context), metadata, len(body), below)
+        except BaseException as exc:
+            _failed(trace, exc)
+            raise
+        _finish(trace, "OK")
+        return response
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[bytes], context: Ctx) -> None:
         """Many requests in flight on one stream; each answer is written, tagged by the
         request's `id`, as soon as it is ready. A failed request gets an `error_message` and the
         stream goes on. At most `stream_window` requests are read ahead of the answers written,
         so a client that stops reading stops the server reading too (memory stays bounded)."""
-        if self._dp.forwards_trace:  # one trace context for the stream; its tasks inherit it
-            TRACEPARENT.set(_traceparent(context))
+        tracing = self._tracing  # a span per request, all continuing the stream's trace context
+        calls = context.invocation_metadata() if tracing is not None else None
+        forwarded = _forwarding(context) if tracing is None and self._dp.forwards_trace else None
         keys = self._dp.sticky_keys  # one set of sticky keys for the stream, as for its trace
         metadata = _metadata(context, keys) if keys else None
         window = asyncio.Semaphore(self._stream_window)
@@ -146,15 +168,31 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(body: bytes) -> None:
             request = pb.ModelInferRequest()
+            trace = span = forwarded
+            if tracing is not None:
+                trace = span = tracing.server_span("ModelStreamInfer", calls)
+                if span is not None and not (span.recording or self._dp.forwards_trace):
+                    trace = None
             try:
                 request = parse_request(body)
                 response = pb.ModelStreamInferResponse(
-                    infer_response=await self._dp.infer(request, None, metadata, len(body))
+                    infer_response=await self._dp.infer(request, None, metadata, len(body), trace)
                 )
             except GatewayError as exc:
                 response = _stream_error(request, exc.code, exc.message)
-            except Exception:
+                if tracing is not None and span is not None:
+                    _failed(span, exc)
+            except Exception as exc:
                 response = _stream_error(request, "INTERNAL", internal_message("ModelStreamInfer"))
+                if tracing is not None and span is not None:
+                    _failed(span, exc)
+            except BaseException as exc:  # cancelled: the stream ended
+                if tracing is not None and span is not None:
+                    _failed(span, exc)
+                raise
+            else:
+                if tracing is not None and span is not None:
+                    _finish(span, "OK")
             answers.put_nowait(response)
 
         async def read() -> None:
@@ -192,11 +230,31 @@ def _metadata(context: Ctx, keys: frozenset[str]) -> dict[str, str]:
     return {k: v for k, v in context.invocation_metadata() or () if k in keys and isinstance(v, str)}
 
 
-def _traceparent(context: Ctx) -> str | None:
+def _forwarding(context: Ctx) -> Trace | None:
+    """Tracing off: the caller's `traceparent`, to forward to remote backends."""
     for key, value in context.invocation_metadata() or ():
         if key == "traceparent":
-            return str(value)
+            return Trace.forwarding(str(value))
     return None
+
+
+def _finish(trace: Trace, code: str, error_type: str | None = None) -> None:
+    """End a server span with the call's gRPC status."""
+    span = trace.span
+    if span is not None and trace.recording:
+        span.set_attribute("rpc.grpc.status_code", _STATUS_NUMBERS.get(code, 2))
+        if code != "OK":
+            trace.fail(code, error_type)
+    trace.end()
+
+
+def _failed(trace: Trace, exc: BaseException) -> None:
+    if isinstance(exc, GatewayError):
+        _finish(trace, exc.code)
+    elif isinstance(exc, asyncio.CancelledError):
+        _finish(trace, "CANCELLED")
+    else:
+        _finish(trace, "INTERNAL", type(exc).__qualname__)
 
 
 def _stream_error(request: pb.ModelInferRequest, code: str, message: str) -> pb.ModelStreamInferResponse:
