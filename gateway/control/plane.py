@@ -240,8 +240,8 @@ class ControlPlane:
         self.drift.tick(self.snapshots())
 
     def snapshot(self) -> dict[str, Any]:
-        """The control plane's own figures for /metrics (drift scores and alerts)."""
-        return self.drift.snapshot()
+        """The control plane's own figures for /metrics: rollouts, drift scores and alerts."""
+        return {**self.drift.snapshot(), **self.rollouts.snapshot()}
 
     def reload(self, source: str) -> Change | None:
         """Read the file again and serve it (a new revision even when nothing changed). A

@@ -34,6 +34,12 @@ __all__ = ["RUNTIME_FILE", "RolloutDriver", "rollout_spec"]
 log = logging.getLogger("gateway.rollout")
 
 Snapshots = Callable[[], Iterable[dict[str, Any]]]
+_REASONS = (
+    ("error rate", "error_rate"),
+    ("p99 ratio", "p99_ratio"),
+    ("shadow disagreement", "shadow_disagreement"),
+    ("drift", "drift"),
+)  # a rollback's reason text -> its label on /metrics
 Versus = Callable[
     [str, Mapping[str, NDArray[np.int64]], Mapping[str, NDArray[np.int64]]], tuple[float, str] | None
 ]
@@ -152,6 +158,7 @@ class RolloutDriver:
         self.snapshots = snapshots
         self._clock = clock
         self._versus = versus  # the drift gate's score (gateway/drift/tracker.py)
+        self.rollbacks: dict[tuple[str, str], int] = {}  # (model, reason) -> rollbacks (this process's)
         self._rollouts: dict[str, _Running] = {}
 
     def _sync(self, settings: Settings, totals: _Totals | None = None) -> bool:
@@ -206,6 +213,8 @@ class RolloutDriver:
                 changed = True
                 log_at = log.warning if action.state.status == Status.ROLLED_BACK else log.info
                 log_at("rollout of %s version %s: %s", name, spec.canary, action.note)
+                if action.state.status == Status.ROLLED_BACK:
+                    self._count_rollback(name, action.state.reason)
         if changed:
             self._write()
         return changed
@@ -232,10 +241,33 @@ class RolloutDriver:
             "resume": RolloutState(Status.RUNNING, state.step, now),
         }[what]
         running.since = _Totals.of(self.snapshots())  # a resumed step judges what comes after
+        if what == "rollback":
+            self._count_rollback(name, "operator")
         self._write()
         note = f"{running.state.status} at step {state.step + 1}"
         log.info("rollout of %s version %s: %s by an operator", name, running.spec.canary, note)
         return note
+
+    def _count_rollback(self, model: str, reason: str) -> None:
+        kind = next((k for prefix, k in _REASONS if reason.startswith(prefix)), "operator")
+        self.rollbacks[(model, kind)] = self.rollbacks.get((model, kind), 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """What /metrics shows of rollouts: each one's step, state and canary weight, and the
+        rollbacks by reason (counted since this control process started)."""
+        return {
+            "rollouts": [
+                {
+                    "model": name,
+                    "canary": r.spec.canary,
+                    "status": str(r.state.status),
+                    "step": r.state.step + 1,
+                    "canary_weight": r.state.weights(r.spec)[r.spec.canary],
+                }
+                for name, r in sorted(self._rollouts.items())
+            ],
+            "rollbacks": [[m, reason, n] for (m, reason), n in sorted(self.rollbacks.items())],
+        }
 
     def status(self) -> dict[str, dict[str, Any]]:
         return {name: _entry(r.spec, r.state) for name, r in self._rollouts.items()}

@@ -205,12 +205,15 @@ class SnapshotCollector:
         routing = RoutingFamilies()
         supervisor: dict[str, int] = {}
         drift: dict[str, Any] = {}
+        control: dict[str, Any] = {}  # the control plane's snapshot
         inflight = inflight_bytes = spans_dropped = 0
         for snap in self._snapshots():
             inflight += snap.get("inflight", 0)
             spans_dropped += snap.get("trace_spans_dropped", 0)
             inflight_bytes += snap.get("inflight_bytes", 0)
             drift = snap.get("drift") or drift  # the control plane's
+            if "rollouts" in snap:
+                control = snap
             routing.add_worker(snap)
             for model, n in snap.get("load_failures", {}).items():
                 load_failures[model] = load_failures.get(model, 0) + n
@@ -271,6 +274,7 @@ class SnapshotCollector:
             spans_dropped,
         )
         yield from _drift_families(drift)
+        yield from _rollout_families(control)
         if supervisor:  # --workers N
             yield CounterMetricFamily(
                 "modelgate_worker_restarts",
@@ -400,3 +404,32 @@ def _drift_families(drift: dict[str, Any]) -> Iterator[Any]:
     yield alert
     yield windows
     yield alerts
+
+
+def _rollout_families(control: dict[str, Any]) -> Iterator[Any]:
+    """The control plane's rollouts: step, state and weight of each, rollbacks by reason."""
+    step = GaugeMetricFamily(
+        "modelgate_rollout_step", "The rollout's step (1-based).", labels=("model", "canary")
+    )
+    weight = GaugeMetricFamily(
+        "modelgate_rollout_canary_weight", "The canary's share now (percent).", labels=("model", "canary")
+    )
+    state = GaugeMetricFamily(
+        "modelgate_rollout_state",
+        "1 for the rollout's state (running, paused, promoted, rolled_back), 0 for the others.",
+        labels=("model", "canary", "state"),
+    )
+    for r in control.get("rollouts", ()):
+        labels = (r["model"], r["canary"])
+        step.add_metric(labels, r["step"])
+        weight.add_metric(labels, r["canary_weight"])
+        for s in ("running", "paused", "promoted", "rolled_back"):
+            state.add_metric((*labels, s), 1 if r["status"] == s else 0)
+    rollbacks = CounterMetricFamily(
+        "modelgate_rollbacks",
+        "Rollouts rolled back, by reason: error_rate, p99_ratio, shadow_disagreement, drift, operator.",
+        labels=("model", "reason"),
+    )
+    for model, reason, n in control.get("rollbacks", ()):
+        rollbacks.add_metric((model, reason), n)
+    yield from (step, weight, state, rollbacks)

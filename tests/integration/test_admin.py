@@ -21,7 +21,7 @@ import yaml
 from gateway._proto import admin_pb2 as pb
 from gateway._proto import admin_pb2_grpc
 from tests.integration.test_updates import Load, one, repo, serve, wait_revision, write
-from tests.peers.gateway import GatewayProcess
+from tests.peers.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -271,6 +271,8 @@ def test_operators_pause_resume_and_roll_back_a_rollout(tmp_path: Path) -> None:
         [r] = admin(proc).GetRollout(pb.ModelRequest(model="m")).rollouts
         assert (r.status, r.canary_weight, r.reason) == ("rolled_back", 0.0, "rolled back by an operator")
         assert "rollout of m version 2: rolled_back at step 1 by an operator" in proc.log()
+        text = scrape(proc.metrics_port)
+        assert metric(text, "modelgate_rollbacks_total", model="m", reason="operator") == 1
         missing = cli(proc, "promote", "nope")
         assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
     finally:

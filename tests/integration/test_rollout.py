@@ -115,6 +115,9 @@ def test_a_healthy_canary_is_promoted_through_every_step(tmp_path: Path, workers
     assert load.versions.get("1", 0) > 0 and load.versions.get("2", 0) > 0
     assert only(proc, "2", 32, 0.5)  # every worker serves the promoted weights
     assert weight(proc, "2") == 1.0 and weight(proc, "1") == 0.0
+    text = scrape(proc.metrics_port)
+    assert metric(text, "modelgate_rollout_state", model="m", canary="2", state="promoted") == 1
+    assert metric(text, "modelgate_rollout_step", model="m", canary="2") == 3  # the last of 3 steps
     assert proc.terminate() == 0, proc.log()
 
 
@@ -140,6 +143,10 @@ def rolled_back(proc: GatewayProcess, why: str, width: int = 32, value: float = 
     assert why in line, line
     assert only(proc, "1", width, value)
     assert weight(proc, "1") == 1.0 and weight(proc, "2") == 0.0
+    text = scrape(proc.metrics_port)
+    assert metric(text, "modelgate_rollbacks_total", model="m", reason=why.replace(" ", "_")) == 1
+    assert metric(text, "modelgate_rollout_state", model="m", canary="2", state="rolled_back") == 1
+    assert metric(text, "modelgate_rollout_canary_weight", model="m", canary="2") == 0
 
 
 def test_a_canary_that_errs_is_rolled_back_and_stays_back_after_a_restart(tmp_path: Path) -> None:
