@@ -302,8 +302,11 @@ def test_mismatch_at_start_up_leaves_the_model_unavailable(
 
 
 def test_caller_deadline_reaches_triton(tmp_path: Path, tritons: list[TritonServer]) -> None:
-    """A request whose deadline has passed is refused before any remote call: Triton never
-    counts it. (That the deadline travels with the call: test_trace_forwarding.py.)"""
+    """A request with a 1 µs deadline answers DEADLINE_EXCEEDED and the gateway serves on. The
+    gateway refuses it before the remote call only when nothing is left by then; otherwise the
+    call goes with the little that is left (test_trace_forwarding.py checks the value) and
+    Triton drops it, so Triton's count may include it: measured, 50-70 of 80 calls with 1 µs to
+    3 ms deadlines reached a remote, with 0-1.6 ms left."""
     proc = gateway_for(tmp_path, {"fraud": remote(tritons[0])})
     try:
         with grpc.insecure_channel(proc.url) as channel:
@@ -314,7 +317,7 @@ def test_caller_deadline_reaches_triton(tmp_path: Path, tritons: list[TritonServ
             infer(client, "fraud", np.ones((1, 32), np.float32), client_timeout=0.000001)
         assert err.value.status() == "StatusCode.DEADLINE_EXCEEDED"
         infer(client, "fraud", np.ones((1, 32), np.float32), client_timeout=30)  # one that arrives
-        assert _triton_requests(tritons[0]) == before + 1  # only that one reached Triton
+        assert before + 1 <= _triton_requests(tritons[0]) <= before + 2  # it, and maybe the expired one
     finally:
         assert proc.terminate() == 0
 
