@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._console import say
-from .control import ControlPlane
+from .control import ControlPlane, write_json
 from .control.plane import TICK_S
 from .server import PARENT_POLL_S, _loop_factory, bind_address
 from .telemetry import read_snapshots
@@ -50,12 +49,16 @@ async def _control(plane: ControlPlane, snapshot_dir: Path) -> int:
     parent = os.getppid()
     ticks_per_poll = max(1, round(PARENT_POLL_S / TICK_S))
     tick = 0
+    shown: dict[str, Any] | None = None  # the figures last handed to /metrics
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), TICK_S)
         try:
             plane.tick()
-            _write_snapshot(snapshot_dir, plane.snapshot())
+            figures = plane.snapshot()
+            if figures != shown:  # the supervisor's /metrics reads it beside the workers'
+                write_json(snapshot_dir / "control.json", figures)
+                shown = figures
         except Exception:  # one bad tick must not stop the control plane
             log.exception("control plane tick failed")
         tick += 1
@@ -65,14 +68,6 @@ async def _control(plane: ControlPlane, snapshot_dir: Path) -> int:
     if server is not None:
         await server.stop(1.0)
     return 0
-
-
-def _write_snapshot(directory: Path, body: dict[str, Any]) -> None:
-    """The control plane's figures beside the workers' snapshots, for the supervisor's /metrics."""
-    path = directory / "control.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body))
-    tmp.replace(path)
 
 
 def run_controller(plane: ControlPlane, snapshot_dir: Path) -> int:

@@ -1,6 +1,6 @@
 """Control operations, free of any transport: every change to what is served passes here."""
 
-from .config import ConfigControl, Published, publish, read_published
+from .config import ConfigControl, Published, publish, read_json, read_published, write_json
 from .plane import Change, ControlPlane
 from .rollout import RolloutDriver
 
@@ -11,5 +11,7 @@ __all__ = [
     "Published",
     "RolloutDriver",
     "publish",
+    "read_json",
     "read_published",
+    "write_json",
 ]

@@ -40,7 +40,9 @@ __all__ = [
     "ConfigControl",
     "Published",
     "publish",
+    "read_json",
     "read_published",
+    "write_json",
 ]
 
 log = logging.getLogger("gateway.control")
@@ -63,19 +65,35 @@ class Published:
     requests: tuple[str, ...] = ()  # the load/unload requests this revision carries out
 
 
-def publish(run_dir: Path, published: Published) -> None:
-    path = run_dir / PUBLISHED
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object kept in a file; empty when there is none or it cannot be read."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_json(path: Path, body: dict[str, Any]) -> None:
+    """Replace a JSON file atomically (a reader sees the old one or the new one, whole)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    body = {
-        "revision": published.revision,
-        "source": published.source,
-        "settings": published.settings.model_dump(mode="json"),
-        "reloads": published.reloads,
-        "unloaded": sorted(published.unloaded),
-        "requests": list(published.requests),
-    }
     tmp.write_text(json.dumps(body))
     tmp.replace(path)
+
+
+def publish(run_dir: Path, published: Published) -> None:
+    write_json(
+        run_dir / PUBLISHED,
+        {
+            "revision": published.revision,
+            "source": published.source,
+            "settings": published.settings.model_dump(mode="json"),
+            "reloads": published.reloads,
+            "unloaded": sorted(published.unloaded),
+            "requests": list(published.requests),
+        },
+    )
 
 
 def read_published(run_dir: Path) -> Published | None:
@@ -170,11 +188,7 @@ class ConfigControl:
         rid = f"{os.getpid()}-{next(self._ids)}:{name}"
         waiting = self._waiting[rid] = asyncio.get_running_loop().create_future()
         try:
-            folder = self._run_dir / REQUESTS
-            folder.mkdir(exist_ok=True)
-            tmp = folder / f"{rid}.tmp"
-            tmp.write_text(json.dumps({"op": op, "model": name, "id": rid}))
-            tmp.replace(folder / f"{rid}.json")
+            write_json(self._run_dir / REQUESTS / f"{rid}.json", {"op": op, "model": name, "id": rid})
             try:
                 error = await asyncio.wait_for(waiting, REQUEST_WAIT_S)
             except TimeoutError:

@@ -48,7 +48,7 @@ from ..routing.rollout import quantile
 from ..settings import ConfigSource, ModelSettings, Settings, SettingsError
 from ..telemetry._histogram import LATENCY_BOUNDS
 from ..telemetry._routing import DIFF_BOUNDS, RECENT
-from .config import REQUESTS, TRAFFIC_FIELDS, Published, publish, read_published
+from .config import REQUESTS, TRAFFIC_FIELDS, Published, publish, read_json, read_published, write_json
 from .rollout import RolloutDriver, Snapshots
 
 __all__ = ["ADMIN_FILE", "Change", "ControlPlane", "restart_only_changes"]
@@ -141,7 +141,7 @@ class ControlPlane:
         self._admin_path = settings.state_dir / ADMIN_FILE
         self._file = settings
         self._seen = self._file_state()
-        self._admin = self._fresh(settings, _read_json(self._admin_path).get("models") or {})
+        self._admin = self._fresh(settings, read_json(self._admin_path).get("models") or {})
         previous = read_published(run_dir)  # a restarted control process goes on from there
         self.revision = previous.revision if previous is not None else 0
         self._reloads = dict(previous.reloads) if previous is not None else {}
@@ -190,7 +190,7 @@ class ControlPlane:
             return Change(self.revision)
         if admin is not None and admin != self._admin:
             self._admin = admin
-            _write_json(self._admin_path, {"models": admin})
+            write_json(self._admin_path, {"models": admin})
         if file is not None:
             self._file = file
         self.layered, self.served = layered, served
@@ -232,12 +232,19 @@ class ControlPlane:
         if state != self._seen:
             self._seen = state
             self.reload("file")
-        if self.rollouts.tick(self.layered):
+        read: list[list[dict[str, Any]]] = []  # the snapshots, read at most once this tick
+
+        def snapshots() -> list[dict[str, Any]]:
+            if not read:
+                read.append(list(self.snapshots()))
+            return read[0]
+
+        if self.rollouts.tick(self.layered, snapshots):
             try:
                 self._commit(self.layered, "rollout", force=True)
             except SettingsError as exc:
                 log.error("rollout step refused: %s", exc)
-        self.drift.tick(self.snapshots())
+        self.drift.tick(snapshots() if self.drift.monitoring else ())
 
     def snapshot(self) -> dict[str, Any]:
         """The control plane's own figures for /metrics: rollouts, drift scores and alerts."""
@@ -260,7 +267,7 @@ class ControlPlane:
         folder = self.run_dir / REQUESTS
         done = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            body = _read_json(path)
+            body = read_json(path)
             path.unlink(missing_ok=True)
             op, model, rid = body.get("op"), str(body.get("model", "")), str(body.get("id", ""))
             if op == "load":
@@ -302,7 +309,7 @@ class ControlPlane:
         try:
             posted = self.source.load(text)
         except SettingsError as exc:
-            return Change(self.revision, applied=False, errors=_split(str(exc)))
+            return Change(self.revision, applied=False, errors=_problems(str(exc)))
         admin = {
             name: {
                 "fields": traffic_fields(posted.models.get(name)),
@@ -315,13 +322,13 @@ class ControlPlane:
             layered = compose(self._file, admin)
             errors = restart_only_changes(self.started, posted) + unknown_names(layered)
         except SettingsError as exc:
-            return Change(self.revision, applied=False, errors=_split(str(exc)))
+            return Change(self.revision, applied=False, errors=_problems(str(exc)))
         if errors or dry_run:
             return Change(self.revision, traffic_diff(self.layered, layered), applied=False, errors=errors)
         try:
             return self._commit(layered, "admin ApplyConfig", admin=admin)
         except SettingsError as exc:
-            return Change(self.revision, applied=False, errors=_split(str(exc)))
+            return Change(self.revision, applied=False, errors=_problems(str(exc)))
 
     def set_traffic(self, model: str, weights: Mapping[str, float]) -> Change:
         self._check_free(model, "set its traffic")
@@ -591,22 +598,7 @@ def _row(
     }
 
 
-def _split(message: str) -> list[str]:
+def _problems(message: str) -> list[str]:
     """A SettingsError's problems, one per entry."""
     head, _, rest = message.partition(": ")
     return [p for p in rest.split("; ") if p] if head == "invalid configuration" else [message]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, body: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=1))
-    tmp.replace(path)

@@ -12,7 +12,6 @@ rolled-back canary stays at 0%.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +27,7 @@ from ..errors import FailedPrecondition, NotFound
 from ..routing.rollout import RolloutSpec, RolloutState, Status, VersionWindow, Window, decide
 from ..settings import ModelSettings, Settings
 from ..telemetry._histogram import LATENCY_BOUNDS
+from .config import read_json, write_json
 
 __all__ = ["RUNTIME_FILE", "RolloutDriver", "rollout_spec"]
 
@@ -175,7 +175,7 @@ class RolloutDriver:
             if running is not None and running.spec == spec:
                 continue
             if stored is None:
-                stored = _read(self._path).get("rollouts") or {}
+                stored = read_json(self._path).get("rollouts") or {}  # unreadable: start afresh
             state = _resume(stored.get(name), spec, self._clock())
             if totals is None:
                 totals = _Totals.of(self.snapshots())
@@ -196,12 +196,13 @@ class RolloutDriver:
             models[name] = models[name].model_copy(update={"traffic": traffic})
         return settings.model_copy(update={"models": models})
 
-    def tick(self, settings: Settings) -> bool:
-        """One look at every rollout of `settings`. True when weights or a status moved (then
+    def tick(self, settings: Settings, snapshots: Snapshots | None = None) -> bool:
+        """One look at every rollout of `settings` (`snapshots`: the serving processes' counters
+        read once for this tick; default: read them). True when weights or a status moved (then
         the state file is written and the control plane publishes)."""
         if not self._rollouts and not any(m.rollout for m in settings.models.values()):
             return False
-        totals = _Totals.of(self.snapshots())
+        totals = _Totals.of((snapshots or self.snapshots)())
         changed = self._sync(settings, totals)
         now = self._clock()
         for name, running in self._rollouts.items():
@@ -273,19 +274,7 @@ class RolloutDriver:
         return {name: _entry(r.spec, r.state) for name, r in self._rollouts.items()}
 
     def _write(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"rollouts": self.status()}, indent=1))
-        tmp.replace(self._path)
-
-
-def _read(path: Path) -> dict[str, Any]:
-    """The state file; empty when there is none or it cannot be read (rollouts start afresh)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        write_json(self._path, {"rollouts": self.status()})
 
 
 def _entry(spec: RolloutSpec, state: RolloutState) -> dict[str, Any]:

@@ -119,6 +119,11 @@ class DriftTracker:
             cached = self._profiles[path] = (mtime, load_profile(path))
         return cached[1]
 
+    @property
+    def monitoring(self) -> bool:
+        """Some model has drift monitoring (else a tick has nothing to read)."""
+        return bool(self._specs)
+
     def tick(self, snapshots: Iterable[dict[str, Any]]) -> bool:
         """Cut and score the windows that ended; True when any did."""
         if not self._specs:
