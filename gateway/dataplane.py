@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from . import __version__
 from ._proto import inference_pb2 as pb
 from ._proto import model_config_pb2 as mc
+from .batching import BatchResult
 from .errors import (
     FailedPrecondition,
     GatewayError,
@@ -37,6 +39,54 @@ PLATFORM = "onnxruntime_onnx"
 
 ModelControl = Callable[[str, str], Awaitable[None]]
 """(op "load" | "unload", model) -> done in this process; raises the load's error."""
+
+Answer = Callable[["pb.ModelInferResponse | None", "BaseException | None"], None]
+"""How `DataPlane.begin` hands back a call's outcome: (response, None) or (None, error)."""
+
+
+class _Call:
+    """One inference call between admission and its answer."""
+
+    __slots__ = (
+        "arrays",
+        "decoded",
+        "mirrored",
+        "names",
+        "request",
+        "revision",
+        "route",
+        "rows",
+        "served",
+        "size",
+        "span",
+        "start",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        request: pb.ModelInferRequest,
+        served: ModelVersion,
+        route: str,
+        revision: int,
+        size: int,
+        trace: Trace | None,
+        span: Any,
+        start: int,
+    ) -> None:
+        self.request = request
+        self.served = served
+        self.route = route
+        self.revision = revision
+        self.size = size
+        self.trace = trace
+        self.span = span
+        self.start = start
+        self.decoded = start
+        self.arrays: dict[str, Any] = {}
+        self.names: tuple[str, ...] = ()
+        self.rows = 1
+        self.mirrored: asyncio.Future[Any] | None = None
 
 
 class DataPlane:
@@ -84,6 +134,73 @@ class DataPlane:
         `metadata` holds the call's sticky keys (`sticky_keys`), when it carries any; `size` is
         the request message's size on the wire (it counts toward `max_inflight_bytes`). `trace`:
         the call's trace (gateway/telemetry/tracing.py), when it is traced or forwarded."""
+        call = self._admit(request, metadata, size, trace)
+        try:
+            result = await self._execute(call, deadline)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        return self._answer(call, result)
+
+    def begin(
+        self,
+        request: pb.ModelInferRequest,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+        size: int,
+        trace: Trace | None,
+        done: Answer,
+    ) -> asyncio.Future[Any]:
+        """`infer` without a task per call, for a transport that takes calls in batches: admit,
+        route and decode now (errors raise here, as from `infer`), queue the rows in the version's
+        batcher, and call `done(response, None)` or `done(None, error)` when the batch has run.
+        Every call of a batch the transport admits in one step lands in the batcher's queue
+        before its scheduler wakes, so they share backend calls. Cancel the returned future to
+        take the call back (its rows leave the queue; `done` gets the CancelledError)."""
+        call = self._admit(request, metadata, size, trace)
+        batcher = call.served.batcher
+        if batcher is None:  # no batching: each call runs in its own task
+            task = asyncio.get_running_loop().create_task(self._execute(call, deadline))
+            task.add_done_callback(lambda t: self._settle(call, t, done))
+            return task
+        try:
+            priority = 0
+            if request.parameters:
+                priority, deadline = _scheduling(request, deadline)
+            ticket = batcher.enqueue(call.arrays, call.rows, deadline, priority, trace)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+
+        def settled(future: asyncio.Future[BatchResult]) -> None:
+            batcher.release(ticket)
+            self._settle(call, future, done)
+
+        ticket.future.add_done_callback(settled)
+        return ticket.future
+
+    def _settle(self, call: _Call, future: asyncio.Future[BatchResult], done: Answer) -> None:
+        error = asyncio.CancelledError() if future.cancelled() else future.exception()
+        if error is not None:
+            self._failed(call, error)
+            done(None, error)
+            return
+        try:
+            response = self._answer(call, future.result())
+        except BaseException as exc:  # encoding failed (already counted)
+            done(None, exc)
+            return
+        done(response, None)
+
+    def _admit(
+        self,
+        request: pb.ModelInferRequest,
+        metadata: Mapping[str, str] | None,
+        size: int,
+        trace: Trace | None,
+    ) -> _Call:
+        """Route a request, check the caps, decode its inputs: everything before its rows run.
+        Errors are counted against the version they were routed to."""
         start = time.perf_counter_ns()
         model = self.registry.resolve(request.model_name)
         router = model.router
@@ -118,77 +235,98 @@ class DataPlane:
             )
         metrics.inflight += 1
         metrics.inflight_bytes += size
-        mirrored = None
+        call = _Call(request, served, route, router.revision, size, trace, span, start)
         try:
             signature = served.signature
-            arrays = decode_inputs(request, signature)
-            names = requested_outputs(request, signature)
-            rows = next(iter(arrays.values())).shape[0] if signature.max_batch_size and arrays else 1
+            arrays = call.arrays = decode_inputs(request, signature)
+            call.names = requested_outputs(request, signature)
+            call.rows = next(iter(arrays.values())).shape[0] if signature.max_batch_size and arrays else 1
             if router.shadows:
-                mirrored = self.mirror.send(model, served, arrays, rows, names, trace)
-            decoded = time.perf_counter_ns()
-            batcher = served.batcher
-            if batcher is None:
-                if trace is None:
-                    outputs = await served.run(arrays, names, deadline)
-                else:  # the backend call belongs to this request's trace
-                    token = CALL.set(trace)
-                    try:
-                        outputs = await served.run(arrays, names, deadline)
-                    finally:
-                        CALL.reset(token)
-                inferred = time.perf_counter_ns()
-                queue_ns, infer_ns = 0, inferred - decoded
-                batch_rows = rows
-                stats.executed(rows, infer_ns)
-            else:
-                priority = 0
-                if request.parameters:
-                    priority, deadline = _scheduling(request, deadline)
-                result = await batcher.submit(arrays, rows, deadline, priority, trace)
-                inferred = time.perf_counter_ns()
-                outputs = (
-                    result.outputs
-                    if len(names) == len(result.outputs)
-                    else {n: result.outputs[n] for n in names}
-                )
-                queue_ns, infer_ns, batch_rows = result.queue_ns, result.compute_ns, result.batch_rows
-            if mirrored is not None:
-                mirrored.set_result(outputs)
+                call.mirrored = self.mirror.send(model, served, arrays, call.rows, call.names, trace)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+        call.decoded = time.perf_counter_ns()
+        return call
+
+    async def _execute(self, call: _Call, deadline: float | None) -> BatchResult:
+        """Run a call's rows: in its version's batcher, or on its own."""
+        served = call.served
+        batcher = served.batcher
+        if batcher is not None:
+            request = call.request
+            priority = 0
+            if request.parameters:
+                priority, deadline = _scheduling(request, deadline)
+            return await batcher.submit(call.arrays, call.rows, deadline, priority, call.trace)
+        trace = call.trace
+        if trace is None:
+            outputs = await served.run(call.arrays, call.names, deadline)
+        else:  # the backend call belongs to this request's trace
+            token = CALL.set(trace)
+            try:
+                outputs = await served.run(call.arrays, call.names, deadline)
+            finally:
+                CALL.reset(token)
+        infer_ns = time.perf_counter_ns() - call.decoded
+        served.metrics.executed(call.rows, infer_ns)
+        return BatchResult(outputs, 0, infer_ns, call.rows)
+
+    def _answer(self, call: _Call, result: BatchResult) -> pb.ModelInferResponse:
+        """The response of a call whose rows ran; counted as a success."""
+        inferred = time.perf_counter_ns()
+        served, names = call.served, call.names
+        outputs = result.outputs
+        if len(names) != len(outputs):
+            outputs = {n: outputs[n] for n in names}
+        if call.mirrored is not None:
+            call.mirrored.set_result(outputs)
+        try:
             response = pb.ModelInferResponse(
-                model_name=served.model, model_version=served.version, id=request.id
+                model_name=served.model, model_version=served.version, id=call.request.id
             )
-            encode_outputs(response, outputs, signature)
+            encode_outputs(response, outputs, served.signature)
             params = response.parameters
-            params["route"].string_param = route
-            params["policy_revision"].int64_param = router.revision
-        except GatewayError as exc:
-            stats.failed(exc.code, time.perf_counter_ns() - start)
+            params["route"].string_param = call.route
+            params["policy_revision"].int64_param = call.revision
+        except BaseException as exc:
+            self._failed(call, exc)
             raise
-        except asyncio.CancelledError:  # the caller left, or a stop cut the call
-            stats.failed("CANCELLED", time.perf_counter_ns() - start)
-            if not self.accepting:
-                self.cut += 1
-            raise
-        except BaseException:
-            stats.failed("INTERNAL", time.perf_counter_ns() - start)
-            raise
-        finally:
-            metrics.inflight -= 1
-            metrics.inflight_bytes -= size
-            if mirrored is not None and not mirrored.done():
-                mirrored.set_result(None)  # the primary failed: nothing to compare
+        metrics = self._metrics
+        metrics.inflight -= 1
+        metrics.inflight_bytes -= call.size
         end = time.perf_counter_ns()
-        stats.succeeded(rows, end - start, decoded - start, infer_ns, end - inferred, queue_ns)
-        if span is not None:
-            span.set_attributes(
+        start = call.start
+        served.metrics.succeeded(
+            call.rows, end - start, call.decoded - start, result.compute_ns, end - inferred, result.queue_ns
+        )
+        if call.span is not None:
+            call.span.set_attributes(
                 {
-                    "modelgate.rows": rows,
-                    "modelgate.batch_size": batch_rows,
-                    "modelgate.queue_ms": queue_ns / 1e6,
+                    "modelgate.rows": call.rows,
+                    "modelgate.batch_size": result.batch_rows,
+                    "modelgate.queue_ms": result.queue_ns / 1e6,
                 }
             )
         return response
+
+    def _failed(self, call: _Call, exc: BaseException) -> None:
+        """Count a call that ends without an answer and give back what it held."""
+        stats = call.served.metrics
+        elapsed = time.perf_counter_ns() - call.start
+        if isinstance(exc, GatewayError):
+            stats.failed(exc.code, elapsed)
+        elif isinstance(exc, asyncio.CancelledError):  # the caller left, or a stop cut the call
+            stats.failed("CANCELLED", elapsed)
+            if not self.accepting:
+                self.cut += 1
+        else:
+            stats.failed("INTERNAL", elapsed)
+        metrics = self._metrics
+        metrics.inflight -= 1
+        metrics.inflight_bytes -= call.size
+        if call.mirrored is not None and not call.mirrored.done():
+            call.mirrored.set_result(None)  # the primary failed: nothing to compare
 
     @property
     def sticky_keys(self) -> frozenset[str]:

@@ -222,10 +222,14 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         self.transport = resolve_transport(s.transport)
+        servicer = InferenceServicer(self.dataplane, tracing=self.tracing)
         server = new_server(
-            self.transport, max_message_bytes=s.max_message_bytes, reuse_port=self._reuse_port
+            self.transport,
+            max_message_bytes=s.max_message_bytes,
+            reuse_port=self._reuse_port,
+            batch=servicer.infer_batch if s.native_batch else None,
         )
-        add_inference_service(InferenceServicer(self.dataplane, tracing=self.tracing), server)
+        add_inference_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         _add_to_pool(health_pb2, reflection_pb2)
         reflection.enable_server_reflection(

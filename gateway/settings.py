@@ -389,6 +389,12 @@ class Settings(_Strict):
         description="The gRPC server: native (pygrpc-native, HTTP/2 in Rust outside the GIL), grpcio "
         "(grpc.aio: TLS-capable, no wheel needed), or auto: native where pygrpc-native is installed.",
     )
+    native_batch: bool = Field(
+        True,
+        description="On the native transport, ModelInfer calls reach the data plane in the batches "
+        "the front receives them in, each queued and answered without a task of its own (false: "
+        "one task per call, as on grpcio).",
+    )
     grace_s: float = Field(10.0, ge=0, description="On SIGTERM, how long in-flight calls may take to finish.")
     worker_heartbeat_s: float = Field(
         5.0,

@@ -1,9 +1,11 @@
 """Dynamic batching: many small requests in, one backend call per batch out.
 
 One `Batcher` per model version. `submit` queues a request's rows and waits for its slice of a
-batch's outputs. A scheduler task forms a batch when the queue holds `max_batch_size` rows, or a
-preferred batch size, or when the oldest request has waited `max_queue_delay`; then it
-concatenates each input once, runs the backend once, and hands every request a view of its rows.
+batch's outputs; `enqueue` queues them without waiting (the batch-native path: many calls queued
+in one step, each answered from its ticket's future, with no task per call). A scheduler task
+forms a batch when the queue holds `max_batch_size` rows, or a preferred batch size, or when the
+oldest request has waited `max_queue_delay`; then it concatenates each input once, runs the
+backend once, and hands every request a view of its rows.
 
 - Requests are whole: a batch holds only requests whose inputs agree beyond the batch dimension.
 - Priority levels (1 = highest) are served in order; within a level, first come first served.
@@ -41,7 +43,7 @@ from ..errors import DeadlineExceeded, GatewayError, Internal, ResourceExhausted
 from ..telemetry.tracing import CALL, Trace
 from .clock import Clock, LoopClock, Timer
 
-__all__ = ["BatchResult", "Batcher", "BatchingPolicy"]
+__all__ = ["BatchResult", "Batcher", "BatchingPolicy", "Ticket"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,10 @@ class BatchResult:
 
 
 @dataclass(eq=False, slots=True)
-class _Item:
+class Ticket:
+    """One queued request. `future` gets its BatchResult (or its error); whoever holds the ticket
+    calls `Batcher.release` once the future is done or abandoned."""
+
     inputs: Mapping[str, np.ndarray]
     rows: int
     key: tuple[Any, ...]
@@ -108,7 +113,7 @@ class Batcher:
         self._on_batch = on_batch  # (rows, compute ns) per batch
         self._observe = observe  # (queue + compute, compute) seconds per request: the controller
         self._name = name
-        self._levels: list[deque[_Item]] = [deque() for _ in range(max(1, policy.priority_levels))]
+        self._levels: list[deque[Ticket]] = [deque() for _ in range(max(1, policy.priority_levels))]
         self._rows: dict[tuple[Any, ...], int] = {}  # queued rows per shape key
         self.queued = 0  # queued requests
         self._wake = asyncio.Event()
@@ -140,27 +145,74 @@ class Batcher:
     ) -> BatchResult:
         """Queue one request (`rows` rows) and wait for its outputs. `deadline` is on the clock's
         scale; `priority` 0 means the default level; `trace` the request's, if any."""
+        deadline = self._admit(deadline)
+        if not self.queued and not self._slots.locked() and not self._should_wait(rows):
+            if trace is not None:
+                return await self._run_alone_traced(inputs, rows, deadline, trace)
+            return await self._run_alone(inputs, rows, deadline)
+        item = self._queue(inputs, rows, deadline, priority, trace)
+        try:
+            return await item.future
+        finally:
+            self.release(item)
+
+    def enqueue(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        deadline: float | None = None,
+        priority: int = 0,
+        trace: Trace | None = None,
+    ) -> Ticket:
+        """Queue one request without waiting: its outputs arrive in the ticket's future (cancel
+        the future to take the rows out). Errors of admission (queue full, deadline passed,
+        closing) raise here, as from `submit`. Call `release(ticket)` once the future is done."""
+        return self._queue(inputs, rows, self._admit(deadline), priority, trace)
+
+    def release(self, item: Ticket) -> None:
+        """Forget a request whose future is done: a caller that left (cancelled) or expired
+        takes its rows out of the queue; its timer and queue span end."""
+        if item.queued:
+            self._dequeue(item)
+        if item.timer is not None:
+            item.timer.cancel()
+            item.timer = None
+        if item.waiting is not None:  # it left the queue without running
+            item.waiting.fail("CANCELLED" if item.future.cancelled() else "DEADLINE_EXCEEDED")
+            item.waiting.end()
+            item.waiting = None
+
+    def _admit(self, deadline: float | None) -> float | None:
+        """Refuse a request the batcher cannot take; its deadline with the default timeout."""
         policy = self.policy
         if self._closing:
             raise Unavailable(f"{self._name}: shutting down")
         if self.queued >= policy.max_queue_size:
             raise ResourceExhausted(f"{self._name}: batch queue full ({policy.max_queue_size} requests)")
+        if policy.default_timeout_s is not None or deadline is not None:
+            now = self._clock.now()
+            if policy.default_timeout_s is not None:
+                timeout_at = now + policy.default_timeout_s
+                deadline = timeout_at if deadline is None else min(deadline, timeout_at)
+            if deadline is not None and deadline <= now:
+                raise DeadlineExceeded(f"{self._name}: deadline passed before the request was queued")
+        return deadline
+
+    def _queue(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        deadline: float | None,
+        priority: int,
+        trace: Trace | None,
+    ) -> Ticket:
+        policy = self.policy
         level = (priority or policy.default_priority) - 1
         if not 0 <= level < len(self._levels):
             level = len(self._levels) - 1
-        now = self._clock.now()
-        if policy.default_timeout_s is not None:
-            timeout_at = now + policy.default_timeout_s
-            deadline = timeout_at if deadline is None else min(deadline, timeout_at)
-        if deadline is not None and deadline <= now:
-            raise DeadlineExceeded(f"{self._name}: deadline passed before the request was queued")
-        if not self.queued and not self._slots.locked() and not self._should_wait(rows):
-            if trace is not None:
-                return await self._run_alone_traced(inputs, rows, deadline, trace)
-            return await self._run_alone(inputs, rows, deadline)
         key = tuple((name, a.shape[1:], a.dtype) for name, a in inputs.items())
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        item = _Item(inputs, rows, key, future, now, time.perf_counter_ns(), deadline, trace)
+        item = Ticket(inputs, rows, key, future, self._clock.now(), time.perf_counter_ns(), deadline, trace)
         if trace is not None:
             self._traced = True
             if trace.recording:
@@ -174,16 +226,7 @@ class Batcher:
         # needs to wake it: one wake-up per batch rather than one per request.
         if not self._delaying or self._rows[key] >= self._ready_rows():
             self._wake.set()
-        try:
-            return await future
-        finally:
-            if item.queued:  # the caller left (cancelled) or expired: take its rows out
-                self._dequeue(item)
-            if item.timer is not None:
-                item.timer.cancel()
-            if item.waiting is not None:  # it left the queue without running
-                item.waiting.fail("DEADLINE_EXCEEDED" if item.future.done() else "CANCELLED")
-                item.waiting.end()
+        return item
 
     def _should_wait(self, rows: int) -> bool:
         """For a request that finds the batcher idle: would the scheduler hold it for company?"""
@@ -238,7 +281,7 @@ class Batcher:
             links=traces,
         )
 
-    def _dequeue(self, item: _Item) -> None:
+    def _dequeue(self, item: Ticket) -> None:
         item.queued = False
         self.queued -= 1
         left = self._rows[item.key] - item.rows
@@ -247,13 +290,13 @@ class Batcher:
         else:
             del self._rows[item.key]
 
-    def _expire(self, item: _Item) -> None:
+    def _expire(self, item: Ticket) -> None:
         if not item.future.done():
             item.future.set_exception(DeadlineExceeded(f"{self._name}: deadline passed while queued"))
 
     # -- the scheduler ------------------------------------------------------------------------
 
-    def _head(self) -> _Item | None:
+    def _head(self) -> Ticket | None:
         """The oldest live request of the highest priority level (dead ones are dropped)."""
         for items in self._levels:
             while items:
@@ -337,12 +380,12 @@ class Batcher:
             self._delaying = False
             timer.cancel()
 
-    def _take(self, key: tuple[Any, ...], target: int) -> list[_Item]:
+    def _take(self, key: tuple[Any, ...], target: int) -> list[Ticket]:
         """Pop live requests of `key`, in priority then arrival order, while they fit `target`."""
-        taken: list[_Item] = []
+        taken: list[Ticket] = []
         rows = 0
         for items in self._levels:
-            skipped: list[_Item] = []
+            skipped: list[Ticket] = []
             while items and rows < target:
                 item = items.popleft()
                 if not item.queued or item.future.done():
@@ -365,7 +408,7 @@ class Batcher:
                 break
         return taken
 
-    async def _execute(self, items: list[_Item]) -> None:
+    async def _execute(self, items: list[Ticket]) -> None:
         batch = None
         try:
             start = time.perf_counter_ns()
@@ -408,7 +451,7 @@ class Batcher:
             if batch is not None:
                 batch.end()
 
-    def _trace_batch(self, items: list[_Item]) -> Trace | None:
+    def _trace_batch(self, items: list[Ticket]) -> Trace | None:
         """End the queue spans of a batch about to run and set the trace its backend call belongs
         to (this task's own context): a batch span when a request is sampled, else the first
         forwarded context. Returns the batch span to end."""
@@ -437,7 +480,7 @@ class Batcher:
             raise Internal(f"{self._name}: backend failed: {type(exc).__name__}") from None
 
     @staticmethod
-    def _fail(items: list[_Item], error: GatewayError) -> None:
+    def _fail(items: list[Ticket], error: GatewayError) -> None:
         for it in items:
             if not it.future.done():
                 it.future.set_exception(error)

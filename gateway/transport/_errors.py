@@ -29,10 +29,10 @@ def status_of(error: GatewayError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, error.code, grpc.StatusCode.INTERNAL)
 
 
-def internal_message(what: str) -> str:
-    """Log the exception being handled and return the message a client may see."""
+def internal_message(what: str, error: BaseException | None = None) -> str:
+    """Log the exception being handled (or `error`) and return the message a client may see."""
     request_id = uuid.uuid4().hex[:16]
-    log.exception("internal error in %s (request id %s)", what, request_id)
+    log.error("internal error in %s (request id %s)", what, request_id, exc_info=error or True)
     return f"internal error (request id {request_id})"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 import grpc
@@ -23,7 +24,9 @@ log = logging.getLogger("gateway.transport")
 
 Transport = Literal["native", "grpcio"]
 
-_NO_DEADLINE_S = 1e9
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+NO_DEADLINE_S = 1e9
 """pygrpc-native reports "no deadline" as sys.maxsize seconds, grpcio as None; anything this far
 off (about 31 years) is no deadline at all."""
 
@@ -45,9 +48,16 @@ def resolve_transport(choice: str) -> Transport:
     return "grpcio"
 
 
-def new_server(transport: Transport, *, max_message_bytes: int, reuse_port: bool) -> Any:
+def new_server(
+    transport: Transport,
+    *,
+    max_message_bytes: int,
+    reuse_port: bool,
+    batch: Callable[[Any, Any], None] | None = None,
+) -> Any:
     """An unstarted grpc.aio-compatible server. `reuse_port` only where the supervisor's own
-    workers share the port: otherwise a second gateway on the same port fails to bind."""
+    workers share the port: otherwise a second gateway on the same port fails to bind. `batch`:
+    on the native transport, ModelInfer calls go to it in batches (gateway/transport/native.py)."""
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
@@ -56,6 +66,10 @@ def new_server(transport: Transport, *, max_message_bytes: int, reuse_port: bool
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
     if transport == "native":
+        if batch is not None:
+            from .native import BatchServer
+
+            return BatchServer(MODEL_INFER, batch, options=options)
         import pygrpc_native.aio
 
         return pygrpc_native.aio.server(options=options)
@@ -65,6 +79,6 @@ def new_server(transport: Transport, *, max_message_bytes: int, reuse_port: bool
 def deadline_of(context: Any) -> float | None:
     """The caller's deadline on the event loop's clock; None when it set none."""
     remaining = context.time_remaining()
-    if remaining is None or remaining >= _NO_DEADLINE_S:
+    if remaining is None or remaining >= NO_DEADLINE_S:
         return None
     return float(asyncio.get_running_loop().time() + remaining)

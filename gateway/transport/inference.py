@@ -9,8 +9,8 @@ Python exception text.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,7 +21,10 @@ from ..dataplane import DataPlane
 from ..errors import GatewayError, InvalidArgument
 from ..telemetry.tracing import Trace, Tracing
 from ._errors import handled, internal_message
-from ._server import deadline_of
+from ._server import NO_DEADLINE_S, deadline_of
+
+if TYPE_CHECKING:
+    from .native import BatchServer
 
 __all__ = ["InferenceServicer", "add_inference_service", "parse_request"]
 
@@ -31,6 +34,7 @@ Ctx: TypeAlias = Any  # grpc.aio.ServicerContext; grpcio ships no type informati
 RAW_REQUESTS = frozenset({"ModelInfer", "ModelStreamInfer"})
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 _STATUS_NUMBERS = {code.name: code.value[0] for code in grpc.StatusCode}
+_INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 
 
 def add_inference_service(servicer: InferenceServicer, server: Any) -> None:
@@ -138,6 +142,41 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         metadata = _metadata(context, keys) if keys else None
         return await self._dp.infer(request, deadline, metadata, len(body), trace)
 
+    def infer_batch(self, server: BatchServer, events: Sequence[tuple[Any, ...]]) -> None:
+        """ModelInfer calls from the native front, a batch at a time (gateway/transport/native.py):
+        each is parsed, admitted and queued now and answered from a callback when its rows have
+        run, with the same statuses and messages as `ModelInfer`. No task per call."""
+        dp = self._dp
+        tracing = self._tracing
+        keys = dp.sticky_keys
+        forwards = dp.forwards_trace
+        now = asyncio.get_running_loop().time()
+        for _kind, call_id, _method, body, _key, details in events:
+            metadata, _peer, remaining = details
+            trace = span = None
+            if tracing is not None:
+                trace = span = tracing.server_span("ModelInfer", metadata)
+                if span is not None and not (span.recording or forwards):
+                    trace = None
+            elif forwards:
+                trace = _forwarded(metadata)
+            try:
+                request = parse_request(body)
+                deadline = None if remaining is None or remaining >= NO_DEADLINE_S else now + remaining
+                picked = {k: v for k, v in metadata if k in keys and isinstance(v, str)} if keys else None
+                future = dp.begin(request, deadline, picked, len(body), trace, _Answer(server, call_id, span))
+            except GatewayError as exc:
+                server.fail(call_id, _STATUS_NUMBERS.get(exc.code, _INTERNAL), exc.message)
+                if span is not None:
+                    _finish(span, exc.code)
+            except Exception as exc:
+                server.fail(call_id, _INTERNAL, internal_message("ModelInfer"))
+                if span is not None:
+                    _failed(span, exc)
+            else:
+                if not future.done():
+                    server.track(call_id, future)
+
     async def _traced_infer(self, trace: Trace, body: bytes, context: Ctx) -> pb.ModelInferResponse:
         try:
             request = parse_request(body)
@@ -225,6 +264,33 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 task.cancel()
 
 
+class _Answer:
+    """Answers one batch-path call when the data plane is done with it (`DataPlane.begin`)."""
+
+    __slots__ = ("call_id", "server", "span")
+
+    def __init__(self, server: BatchServer, call_id: int, span: Trace | None) -> None:
+        self.server = server
+        self.call_id = call_id
+        self.span = span
+
+    def __call__(self, response: pb.ModelInferResponse | None, error: BaseException | None) -> None:
+        server, span = self.server, self.span
+        if response is not None:
+            server.respond(self.call_id, response.SerializeToString())
+            if span is not None:
+                _finish(span, "OK")
+            return
+        if isinstance(error, GatewayError):
+            server.fail(self.call_id, _STATUS_NUMBERS.get(error.code, _INTERNAL), error.message)
+        elif isinstance(error, asyncio.CancelledError):  # the client left, or a stop cut the call
+            server.forget(self.call_id)
+        else:
+            server.fail(self.call_id, _INTERNAL, internal_message("ModelInfer", error))
+        if span is not None and error is not None:
+            _failed(span, error)
+
+
 def _metadata(context: Ctx, keys: frozenset[str]) -> dict[str, str]:
     """The call's metadata under `keys` (text values only)."""
     return {k: v for k, v in context.invocation_metadata() or () if k in keys and isinstance(v, str)}
@@ -232,7 +298,11 @@ def _metadata(context: Ctx, keys: frozenset[str]) -> dict[str, str]:
 
 def _forwarding(context: Ctx) -> Trace | None:
     """Tracing off: the caller's `traceparent`, to forward to remote backends."""
-    for key, value in context.invocation_metadata() or ():
+    return _forwarded(context.invocation_metadata())
+
+
+def _forwarded(metadata: Sequence[tuple[str, Any]] | None) -> Trace | None:
+    for key, value in metadata or ():
         if key == "traceparent":
             return Trace.forwarding(str(value))
     return None
