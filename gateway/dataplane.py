@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import __version__
 from ._proto import inference_pb2 as pb
 from ._proto import model_config_pb2 as mc
-from .batching import BatchResult
+from .batching import Batcher, BatchResult, Ticket
 from .errors import (
     FailedPrecondition,
     GatewayError,
@@ -29,9 +29,9 @@ from .routing import Route, TrafficPolicy
 from .shadow import Mirror
 from .telemetry import Metrics
 from .telemetry.tracing import CALL, Trace
-from .tensors import decode_inputs, encode_outputs, requested_outputs
+from .tensors import Signature, decode_inputs, encode_outputs, join_parts, raw_parts, requested_outputs
 
-__all__ = ["EXTENSIONS", "DataPlane"]
+__all__ = ["EXTENSIONS", "DataPlane", "Handle", "Incoming", "Pending"]
 
 EXTENSIONS = ("model_configuration", "model_repository", "statistics")
 PLATFORM = "onnxruntime_onnx"
@@ -42,6 +42,28 @@ ModelControl = Callable[[str, str], Awaitable[None]]
 
 Answer = Callable[["pb.ModelInferResponse | None", "BaseException | None"], None]
 """How `DataPlane.begin` hands back a call's outcome: (response, None) or (None, error)."""
+
+
+Incoming = tuple[
+    "pb.ModelInferRequest", "float | None", "Mapping[str, str] | None", int, "Trace | None", Answer
+]
+"""A call for `DataPlane.begin_batch`: the arguments of `infer` (request, deadline, metadata, size,
+trace), and where its outcome goes."""
+
+
+class Pending:
+    """A call `begin_batch` queued: `task` completes when it is answered; `cancel()` takes it
+    back. (The native front's drain and cancellation use exactly these members.)"""
+
+    __slots__ = ("cancelled", "task")
+
+    def __init__(self, task: asyncio.Future[Any]) -> None:
+        self.task = task
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.task.cancel()
 
 
 class _Call:
@@ -142,42 +164,63 @@ class DataPlane:
             raise
         return self._answer(call, result)
 
-    def begin(
-        self,
-        request: pb.ModelInferRequest,
-        deadline: float | None,
-        metadata: Mapping[str, str] | None,
-        size: int,
-        trace: Trace | None,
-        done: Answer,
-    ) -> asyncio.Future[Any]:
-        """`infer` without a task per call, for a transport that takes calls in batches: admit,
-        route and decode now (errors raise here, as from `infer`), queue the rows in the version's
-        batcher, and call `done(response, None)` or `done(None, error)` when the batch has run.
-        Every call of a batch the transport admits in one step lands in the batcher's queue
-        before its scheduler wakes, so they share backend calls. Cancel the returned future to
-        take the call back (its rows leave the queue; `done` gets the CancelledError)."""
-        call = self._admit(request, metadata, size, trace)
-        batcher = call.served.batcher
-        if batcher is None:  # no batching: each call runs in its own task
-            task = asyncio.get_running_loop().create_task(self._execute(call, deadline))
-            task.add_done_callback(lambda t: self._settle(call, t, done))
-            return task
-        try:
-            priority = 0
-            if request.parameters:
-                priority, deadline = _scheduling(request, deadline)
-            ticket = batcher.enqueue(call.arrays, call.rows, deadline, priority, trace)
-        except BaseException as exc:
-            self._failed(call, exc)
-            raise
+    def begin_batch(self, calls: Sequence[Incoming]) -> list[Handle | None]:
+        """Many calls at once, for a transport that takes them in batches (the native front):
+        each is routed, admitted and queued now and answered through its `done` (response, None)
+        or (None, error) once its rows have run; errors of admission are answered at once.
 
-        def settled(future: asyncio.Future[BatchResult]) -> None:
-            batcher.release(ticket)
-            self._settle(call, future, done)
+        Calls in the common form (every input raw and as the model declares it, no parameters,
+        no output selection, not traced) that go to the same batched version are joined into
+        one request of the batcher: one join per input instead of a decode per call, one queue
+        entry, one wake-up. The rest are queued one by one, as `infer` does, without a task per
+        call. Either way, every call of a batch lands in the batcher's queue before its scheduler
+        runs, so they share backend calls. Returns for each call a handle to cancel it (its rows
+        leave the queue), or None when it is already answered."""
+        handles: list[Handle | None] = []
+        groups: dict[ModelVersion, list[_Member]] = {}
+        for request, deadline, metadata, size, trace, done in calls:
+            try:
+                if trace is None and not request.parameters and not request.outputs:
+                    start = time.perf_counter_ns()
+                    served, route, model = self._route(request, metadata, None)
+                    parts = None
+                    if served.batcher is not None and not model.router.shadows:
+                        parts = raw_parts(request, served.signature)
+                    if parts is not None:
+                        call = _Call(request, served, route, model.router.revision, size, None, None, start)
+                        self._hold(call)
+                        call.rows = parts[0]
+                        call.names = served.signature.output_names
+                        call.decoded = time.perf_counter_ns()
+                        member = _Member(self, call, parts[1], deadline, done)
+                        groups.setdefault(served, []).append(member)
+                        handles.append(member)
+                        continue
+                    call = self._admit_routed(request, served, route, model, size, None, start)
+                else:
+                    call = self._admit(request, metadata, size, trace)
+                handles.append(self._start(call, deadline, done))
+            except BaseException as exc:
+                done(None, exc)
+                handles.append(None)
+        for served, members in groups.items():
+            self._queue_group(served, members)
+        return [h if h is None or not h.task.done() else None for h in handles]
 
-        ticket.future.add_done_callback(settled)
-        return ticket.future
+    def _queue_group(self, served: ModelVersion, members: list[_Member]) -> None:
+        """Queue a version's joined calls, as few requests as its max_batch_size allows."""
+        batcher = served.batcher
+        assert batcher is not None
+        limit = batcher.policy.max_batch_size
+        chunk: list[_Member] = []
+        rows = 0
+        for member in members:
+            if chunk and rows + member.call.rows > limit:
+                _Group(batcher, served.signature, chunk, rows)
+                chunk, rows = [], 0
+            chunk.append(member)
+            rows += member.call.rows
+        _Group(batcher, served.signature, chunk, rows)
 
     def _settle(self, call: _Call, future: asyncio.Future[BatchResult], done: Answer) -> None:
         error = asyncio.CancelledError() if future.cancelled() else future.exception()
@@ -192,6 +235,31 @@ class DataPlane:
             return
         done(response, None)
 
+    def _start(self, call: _Call, deadline: float | None, done: Answer) -> Pending:
+        """Queue one admitted call in its version's batcher (or run it in a task of its own when
+        the version does not batch); `done` gets its outcome."""
+        batcher = call.served.batcher
+        if batcher is None:
+            task = asyncio.get_running_loop().create_task(self._execute(call, deadline))
+            task.add_done_callback(lambda t: self._settle(call, t, done))
+            return Pending(task)
+        try:
+            priority = 0
+            request = call.request
+            if request.parameters:
+                priority, deadline = _scheduling(request, deadline)
+            ticket = batcher.enqueue(call.arrays, call.rows, deadline, priority, call.trace)
+        except BaseException as exc:
+            self._failed(call, exc)
+            raise
+
+        def settled(future: asyncio.Future[BatchResult]) -> None:
+            batcher.release(ticket)
+            self._settle(call, future, done)
+
+        ticket.future.add_done_callback(settled)
+        return Pending(ticket.future)
+
     def _admit(
         self,
         request: pb.ModelInferRequest,
@@ -202,6 +270,12 @@ class DataPlane:
         """Route a request, check the caps, decode its inputs: everything before its rows run.
         Errors are counted against the version they were routed to."""
         start = time.perf_counter_ns()
+        served, route, model = self._route(request, metadata, trace)
+        return self._admit_routed(request, served, route, model, size, trace, start)
+
+    def _route(
+        self, request: pb.ModelInferRequest, metadata: Mapping[str, str] | None, trace: Trace | None
+    ) -> tuple[ModelVersion, str, Model]:
         model = self.registry.resolve(request.model_name)
         router = model.router
         if request.model_version:
@@ -213,9 +287,8 @@ class DataPlane:
             served, route = chosen
         stats = served.metrics
         stats.routes[route] = stats.routes.get(route, 0) + 1
-        span = trace.span if trace is not None and trace.recording else None
-        if span is not None:
-            span.set_attributes(
+        if trace is not None and trace.recording and trace.span is not None:
+            trace.span.set_attributes(
                 {
                     "modelgate.model": served.model,
                     "modelgate.version": served.version,
@@ -223,19 +296,22 @@ class DataPlane:
                     "modelgate.policy_revision": router.revision,
                 }
             )
-        metrics = self._metrics
-        if metrics.inflight >= self._max_inflight:
-            stats.failed("RESOURCE_EXHAUSTED", 0)
-            raise ResourceExhausted(f"{metrics.inflight} requests in flight: the gateway's cap")
-        if self._max_bytes and metrics.inflight_bytes + size > self._max_bytes:
-            stats.failed("RESOURCE_EXHAUSTED", 0)
-            raise ResourceExhausted(
-                f"{metrics.inflight_bytes} bytes of requests in flight and this one has {size}: "
-                f"over the gateway's max_inflight_bytes ({self._max_bytes})"
-            )
-        metrics.inflight += 1
-        metrics.inflight_bytes += size
+        return served, route, model
+
+    def _admit_routed(
+        self,
+        request: pb.ModelInferRequest,
+        served: ModelVersion,
+        route: str,
+        model: Model,
+        size: int,
+        trace: Trace | None,
+        start: int,
+    ) -> _Call:
+        router = model.router
+        span = trace.span if trace is not None and trace.recording else None
         call = _Call(request, served, route, router.revision, size, trace, span, start)
+        self._hold(call)
         try:
             signature = served.signature
             arrays = call.arrays = decode_inputs(request, signature)
@@ -248,6 +324,22 @@ class DataPlane:
             raise
         call.decoded = time.perf_counter_ns()
         return call
+
+    def _hold(self, call: _Call) -> None:
+        """Count a call in flight, within the gateway's caps (RESOURCE_EXHAUSTED beyond them)."""
+        metrics = self._metrics
+        size = call.size
+        if metrics.inflight >= self._max_inflight:
+            call.served.metrics.failed("RESOURCE_EXHAUSTED", 0)
+            raise ResourceExhausted(f"{metrics.inflight} requests in flight: the gateway's cap")
+        if self._max_bytes and metrics.inflight_bytes + size > self._max_bytes:
+            call.served.metrics.failed("RESOURCE_EXHAUSTED", 0)
+            raise ResourceExhausted(
+                f"{metrics.inflight_bytes} bytes of requests in flight and this one has {size}: "
+                f"over the gateway's max_inflight_bytes ({self._max_bytes})"
+            )
+        metrics.inflight += 1
+        metrics.inflight_bytes += size
 
     async def _execute(self, call: _Call, deadline: float | None) -> BatchResult:
         """Run a call's rows: in its version's batcher, or on its own."""
@@ -482,3 +574,123 @@ def _add_statistics(response: pb.ModelStatisticsResponse, served: ModelVersion) 
     for size, (count, ns) in sorted(m.batches.items()):
         b = entry.batch_stats.add(batch_size=size)
         b.compute_infer.count, b.compute_infer.ns = count, ns
+
+
+class _Group:
+    """Calls joined into one request of a batcher (`DataPlane.begin_batch`): their rows in one
+    array per input, answered from one future. A call cancelled while the group is queued takes
+    its rows out; one cancelled while it runs is just not answered."""
+
+    __slots__ = ("batcher", "members", "signature", "ticket")
+
+    def __init__(self, batcher: Batcher, signature: Signature, members: list[_Member], rows: int) -> None:
+        self.batcher = batcher
+        self.signature = signature
+        self.members = members
+        deadlines = [m.deadline for m in members]
+        # Each call's own deadline is the front's to enforce (it cancels the call, which leaves
+        # the group); the group's is the latest of them.
+        deadline = None if None in deadlines else max(d for d in deadlines if d is not None)
+        try:
+            inputs = join_parts([m.parts for m in members], rows, signature)
+            self.ticket: Ticket | None = batcher.enqueue(inputs, rows, deadline)
+        except BaseException as exc:
+            self.ticket = None
+            for member in members:
+                member.fail(exc)
+            return
+        for member in members:
+            member.group = self
+        self.ticket.future.add_done_callback(self._settled)
+
+    def _settled(self, future: asyncio.Future[BatchResult]) -> None:
+        assert self.ticket is not None
+        self.batcher.release(self.ticket)
+        error = asyncio.CancelledError() if future.cancelled() else future.exception()
+        if error is not None:
+            for member in self.members:
+                if member.live:
+                    member.fail(error)
+            return
+        result = future.result()
+        outputs = result.outputs
+        offset = 0
+        for member in self.members:
+            rows = member.call.rows
+            if member.live:
+                end = offset + rows
+                member.answer(
+                    BatchResult(
+                        {n: a[offset:end] for n, a in outputs.items()},
+                        result.queue_ns,
+                        result.compute_ns,
+                        result.batch_rows,
+                    )
+                )
+            offset += rows
+
+    def leave(self, member: _Member) -> None:
+        """A member was cancelled: while queued, its rows leave the batch."""
+        ticket = self.ticket
+        if ticket is None or not ticket.queued or ticket.future.done():
+            return
+        self.members.remove(member)
+        if not self.members:
+            ticket.future.cancel()
+            return
+        rows = sum(m.call.rows for m in self.members)
+        self.batcher.resize(ticket, join_parts([m.parts for m in self.members], rows, self.signature), rows)
+
+
+class _Member:
+    """One call of a `_Group`; its handle for the transport (as `Pending`)."""
+
+    __slots__ = ("call", "cancelled", "deadline", "done", "dp", "group", "live", "parts")
+
+    def __init__(
+        self, dp: DataPlane, call: _Call, parts: tuple[bytes, ...], deadline: float | None, done: Answer
+    ) -> None:
+        self.dp = dp
+        self.call = call
+        self.parts = parts
+        self.deadline = deadline
+        self.done = done
+        self.group: _Group | None = None
+        self.live = True
+        self.cancelled = False
+
+    @property
+    def task(self) -> asyncio.Future[Any]:
+        group = self.group
+        if group is None or group.ticket is None:  # never queued: answered already
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
+        future = group.ticket.future
+        return future
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.live:
+            if self.group is not None:
+                self.group.leave(self)
+            self.fail(asyncio.CancelledError())
+
+    def fail(self, error: BaseException) -> None:
+        self.live = False
+        self.dp._failed(self.call, error)
+        self.done(None, error)
+
+    def answer(self, result: BatchResult) -> None:
+        self.live = False
+        try:
+            response = self.dp._answer(self.call, result)
+        except BaseException as exc:  # encoding failed (already counted)
+            self.done(None, exc)
+            return
+        self.done(response, None)
+
+
+Handle = Pending | _Member
+"""What `begin_batch` returns for a queued call: `task` completes when it is answered,
+`cancel()` takes it back."""

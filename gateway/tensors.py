@@ -29,6 +29,8 @@ __all__ = [
     "decode_inputs",
     "encode_bytes",
     "encode_outputs",
+    "join_parts",
+    "raw_parts",
     "requested_outputs",
 ]
 
@@ -351,6 +353,52 @@ def decode_inputs(request: Any, signature: Signature) -> dict[str, np.ndarray]:
                 + ", ".join(f"'{n}'" for n in missing)
                 + f"; the model takes: {', '.join(s.name for s in signature.inputs)}"
             )
+    return arrays
+
+
+def raw_parts(request: Any, signature: Signature) -> tuple[int, tuple[bytes, ...]] | None:
+    """For a request in the common form (every input raw, batched and fixed-size, as the model
+    declares it), its rows and its inputs' bytes in the signature's order: requests in this form
+    can be joined into one batch without decoding each. None: any other form (`decode_inputs`
+    takes it, and explains what is wrong with it)."""
+    fast = signature._fast
+    inputs = request.inputs
+    raw = request.raw_input_contents
+    if len(inputs) != len(fast) or len(raw) != len(inputs) or len(fast) != len(signature.inputs):
+        return None
+    found: dict[str, bytes] = {}
+    rows = -1
+    for i, tensor in enumerate(inputs):
+        known = fast.get(tensor.name)
+        if known is None:
+            return None
+        rank, tail, row_bytes, _dtype = known
+        shape = tensor.shape
+        n = shape[0] if len(shape) == rank else 0
+        if (
+            not 0 < n <= signature.max_batch_size
+            or (rows != -1 and n != rows)
+            or shape[1:] != tail
+            or tensor.datatype != signature._inputs[tensor.name].datatype
+            or len(data := raw[i]) != n * row_bytes
+            or tensor.HasField("contents")
+        ):
+            return None
+        found[tensor.name] = data
+        rows = n
+    if len(found) != len(inputs):
+        return None
+    return rows, tuple(found[s.name] for s in signature.inputs)
+
+
+def join_parts(parts: Sequence[tuple[bytes, ...]], rows: int, signature: Signature) -> dict[str, np.ndarray]:
+    """The batch of `rows` rows made of requests' `raw_parts`: one array per input."""
+    arrays = {}
+    fast = signature._fast
+    for j, spec in enumerate(signature.inputs):
+        _rank, tail, _row_bytes, dtype = fast[spec.name]
+        data = parts[0][j] if len(parts) == 1 else b"".join([p[j] for p in parts])
+        arrays[spec.name] = np.frombuffer(data, dtype=dtype).reshape([rows, *tail])
     return arrays
 
 

@@ -1,7 +1,7 @@
 """Dynamic batching: a batcher per model version, its policy, and the SLO-adaptive controller."""
 
 from .adaptive import AdaptiveController
-from .batcher import Batcher, BatchingPolicy, BatchResult, RunBatch
+from .batcher import Batcher, BatchingPolicy, BatchResult, RunBatch, Ticket
 from .clock import Clock, LoopClock, ManualClock
 from .policy import resolve_policy
 
@@ -14,5 +14,6 @@ __all__ = [
     "LoopClock",
     "ManualClock",
     "RunBatch",
+    "Ticket",
     "resolve_policy",
 ]

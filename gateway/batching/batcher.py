@@ -182,6 +182,13 @@ class Batcher:
             item.waiting.end()
             item.waiting = None
 
+    def resize(self, item: Ticket, inputs: Mapping[str, np.ndarray], rows: int) -> None:
+        """Replace a queued request's rows with fewer (the batch path takes a cancelled call's
+        rows out of the group of calls it queued as one request)."""
+        if item.queued:
+            self._rows[item.key] += rows - item.rows
+        item.inputs, item.rows = inputs, rows
+
     def _admit(self, deadline: float | None) -> float | None:
         """Refuse a request the batcher cannot take; its deadline with the default timeout."""
         policy = self.policy

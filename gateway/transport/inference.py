@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 
 from .._proto import inference_pb2 as pb
 from .._proto import inference_pb2_grpc as pb_grpc
-from ..dataplane import DataPlane
+from ..dataplane import DataPlane, Incoming
 from ..errors import GatewayError, InvalidArgument
 from ..telemetry.tracing import Trace, Tracing
 from ._errors import handled, internal_message
@@ -151,6 +151,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         keys = dp.sticky_keys
         forwards = dp.forwards_trace
         now = asyncio.get_running_loop().time()
+        calls: list[Incoming] = []
+        ids = []
         for _kind, call_id, _method, body, _key, details in events:
             metadata, _peer, remaining = details
             trace = span = None
@@ -160,22 +162,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     trace = None
             elif forwards:
                 trace = _forwarded(metadata)
+            answer = _Answer(server, call_id, span)
             try:
                 request = parse_request(body)
-                deadline = None if remaining is None or remaining >= NO_DEADLINE_S else now + remaining
-                picked = {k: v for k, v in metadata if k in keys and isinstance(v, str)} if keys else None
-                future = dp.begin(request, deadline, picked, len(body), trace, _Answer(server, call_id, span))
             except GatewayError as exc:
-                server.fail(call_id, _STATUS_NUMBERS.get(exc.code, _INTERNAL), exc.message)
-                if span is not None:
-                    _finish(span, exc.code)
-            except Exception as exc:
-                server.fail(call_id, _INTERNAL, internal_message("ModelInfer"))
-                if span is not None:
-                    _failed(span, exc)
-            else:
-                if not future.done():
-                    server.track(call_id, future)
+                answer(None, exc)
+                continue
+            deadline = None if remaining is None or remaining >= NO_DEADLINE_S else now + remaining
+            picked = {k: v for k, v in metadata if k in keys and isinstance(v, str)} if keys else None
+            calls.append((request, deadline, picked, len(body), trace, answer))
+            ids.append(call_id)
+        for call_id, handle in zip(ids, dp.begin_batch(calls), strict=True):
+            if handle is not None:
+                server.track(call_id, handle)
 
     async def _traced_infer(self, trace: Trace, body: bytes, context: Ctx) -> pb.ModelInferResponse:
         try:

@@ -12,20 +12,21 @@ through the grpcio fallback) stays on the drop-in's per-call path.
 This hooks the drop-in's event dispatch (`Server._on_events`, its method table, its calls and its
 stopping flag); pyproject pins pygrpc-native to 0.5.x for that reason, and every ModelInfer test
 on the native transport runs through it. A batch call is registered among the drop-in's calls as
-a `_Pending`, so a client's cancellation (EVENT_CANCEL) and `stop(grace)`'s drain treat it as
-they treat any call: cancel cancels its future (its rows leave the batcher's queue), and stop
-waits for it within the grace period, then cuts it.
+its `Handle` (gateway/dataplane.py), so a client's cancellation (EVENT_CANCEL) and the drain of
+`stop(grace)` treat it as they treat any call: cancel takes its rows out of the batcher's queue,
+and stop waits for it within the grace period, then cuts it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 import pygrpc_native.aio
 from pygrpc_native import EVENT_CANCEL
+
+from ..dataplane import Handle
 
 __all__ = ["BatchServer", "Events"]
 
@@ -36,20 +37,6 @@ details = (metadata, peer, time_remaining)."""
 BatchHandler = Callable[["BatchServer", Events], None]
 
 _RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-
-
-class _Pending:
-    """A batch call as the drop-in's drain and cancellation see it (they use these two members)."""
-
-    __slots__ = ("cancelled", "task")
-
-    def __init__(self, future: asyncio.Future[Any]) -> None:
-        self.task = future
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        self.task.cancel()
 
 
 class BatchServer(pygrpc_native.aio.Server):
@@ -95,9 +82,9 @@ class BatchServer(pygrpc_native.aio.Server):
 
     # -- for the handler ---------------------------------------------------------------------
 
-    def track(self, call_id: int, future: asyncio.Future[Any]) -> None:
+    def track(self, call_id: int, handle: Handle) -> None:
         """A call answered later: cancelled with it on EVENT_CANCEL, waited for by `stop`."""
-        self._calls[call_id] = _Pending(future)  # type: ignore[assignment]
+        self._calls[call_id] = handle  # type: ignore[assignment]
 
     def respond(self, call_id: int, data: bytes) -> None:
         self._calls.pop(call_id, None)
