@@ -169,8 +169,8 @@ class DataPlane:
         each is routed, admitted and queued now and answered through its `done` (response, None)
         or (None, error) once its rows have run; errors of admission are answered at once.
 
-        Calls in the common form (every input raw and as the model declares it, no parameters,
-        no output selection, not traced) that go to the same batched version are joined into
+        Calls in the common form (every input raw and as the model declares it, no scheduling
+        parameters, not traced) that go to the same batched version are joined into
         one request of the batcher: one join per input instead of a decode per call, one queue
         entry, one wake-up. The rest are queued one by one, as `infer` does, without a task per
         call. Either way, every call of a batch lands in the batcher's queue before its scheduler
@@ -180,7 +180,8 @@ class DataPlane:
         groups: dict[ModelVersion, list[_Member]] = {}
         for request, deadline, metadata, size, trace, done in calls:
             try:
-                if trace is None and not request.parameters and not request.outputs:
+                params = request.parameters
+                if trace is None and not (params and ("priority" in params or "timeout" in params)):
                     start = time.perf_counter_ns()
                     served, route, model = self._route(request, metadata, None)
                     parts = None
@@ -191,6 +192,12 @@ class DataPlane:
                         self._hold(call)
                         call.rows = parts[0]
                         call.names = served.signature.output_names
+                        if request.outputs:
+                            try:
+                                call.names = requested_outputs(request, served.signature)
+                            except BaseException as exc:
+                                self._failed(call, exc)
+                                raise
                         call.decoded = time.perf_counter_ns()
                         member = _Member(self, call, parts[1], deadline, done)
                         groups.setdefault(served, []).append(member)
@@ -581,7 +588,7 @@ class _Group:
     array per input, answered from one future. A call cancelled while the group is queued takes
     its rows out; one cancelled while it runs is just not answered."""
 
-    __slots__ = ("batcher", "members", "signature", "ticket")
+    __slots__ = ("batcher", "future", "members", "signature", "ticket")
 
     def __init__(self, batcher: Batcher, signature: Signature, members: list[_Member], rows: int) -> None:
         self.batcher = batcher
@@ -591,21 +598,26 @@ class _Group:
         # Each call's own deadline is the front's to enforce (it cancels the call, which leaves
         # the group); the group's is the latest of them.
         deadline = None if None in deadlines else max(d for d in deadlines if d is not None)
+        self.ticket: Ticket | None = None
+        self.future: asyncio.Future[BatchResult]
         try:
             inputs = join_parts([m.parts for m in members], rows, signature)
-            self.ticket: Ticket | None = batcher.enqueue(inputs, rows, deadline)
+            if batcher.idle(rows):  # one client at a time: straight to the backend, as `infer`
+                self.future = asyncio.ensure_future(batcher.submit(inputs, rows, deadline))
+            else:
+                self.ticket = batcher.enqueue(inputs, rows, deadline)
+                self.future = self.ticket.future
         except BaseException as exc:
-            self.ticket = None
             for member in members:
                 member.fail(exc)
             return
         for member in members:
             member.group = self
-        self.ticket.future.add_done_callback(self._settled)
+        self.future.add_done_callback(self._settled)
 
     def _settled(self, future: asyncio.Future[BatchResult]) -> None:
-        assert self.ticket is not None
-        self.batcher.release(self.ticket)
+        if self.ticket is not None:
+            self.batcher.release(self.ticket)
         error = asyncio.CancelledError() if future.cancelled() else future.exception()
         if error is not None:
             for member in self.members:
@@ -631,7 +643,7 @@ class _Group:
 
     def leave(self, member: _Member) -> None:
         """A member was cancelled: while queued, its rows leave the batch."""
-        ticket = self.ticket
+        ticket = self.ticket  # None: the group went straight to the backend
         if ticket is None or not ticket.queued or ticket.future.done():
             return
         self.members.remove(member)
@@ -662,12 +674,11 @@ class _Member:
     @property
     def task(self) -> asyncio.Future[Any]:
         group = self.group
-        if group is None or group.ticket is None:  # never queued: answered already
+        if group is None:  # never queued: answered already
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             future.set_result(None)
             return future
-        future = group.ticket.future
-        return future
+        return group.future
 
     def cancel(self) -> None:
         self.cancelled = True

@@ -16,6 +16,8 @@ each concurrency against
   (a) the gateway, batching on  (max_batch_size 64, max_queue_delay_us 500)
   (b) the gateway, batching off
   (g) the gateway, batching on, on the grpcio transport ((a) and (b) run on the native one)
+  (p) the gateway, batching on, native, with `native_batch: false`: the drop-in server's one
+      asyncio task per call instead of the batch path (gateway/transport/native.py)
   (c) a real Triton 2.51, Python backend running the same ONNX file with ONNX Runtime (1 intra-op
       thread), dynamic batching (max batch 64, 500 µs delay). If it dies, the crash is recorded,
       it is restarted and the row is retried at half the concurrency (then 1/4, 1/8).
@@ -69,8 +71,15 @@ SERVERS = {
     "c": "Triton python+ORT (c)",
     "d": "bare grpc.aio (d)",
     "g": "gateway batching on, grpcio transport (g)",
+    "p": "gateway batching on, native, a task per call (p)",
 }
-GATEWAYS = {"a": ("on", "native"), "b": ("off", "native"), "g": ("on", "grpcio")}  # batching, transport
+# batching, transport, native_batch (the batch path; (p) is the drop-in's one task per call)
+GATEWAYS = {
+    "a": ("on", "native", True),
+    "b": ("off", "native", True),
+    "g": ("on", "grpcio", True),
+    "p": ("on", "native", False),
+}
 MAX_BATCH = 64
 QUEUE_DELAY_US = 500
 ORT_BATCHES = (1, 8, 64, 256)
@@ -202,7 +211,9 @@ def gateway_repo(root: Path, name: str, onnx_file: Path, in_dim: int, out_dim: i
     return repo
 
 
-def gateway_yaml(root: Path, name: str, batching: bool, intra_op_threads: int | None) -> Path:
+def gateway_yaml(
+    root: Path, name: str, batching: bool, intra_op_threads: int | None, native_batch: bool = True
+) -> Path:
     """The gateway's YAML for (a) or (b). The model's own `models.<name>.batching` section is
     what decides: it outranks config.pbtxt's dynamic_batching, which outranks the global
     `batching` (and so `--batching off`)."""
@@ -218,6 +229,8 @@ def gateway_yaml(root: Path, name: str, batching: bool, intra_op_threads: int | 
     lines += ["  " + ln for ln in section]
     if intra_op_threads is not None:
         lines += ["onnxruntime:", f"  intra_op_threads: {intra_op_threads}"]
+    if not native_batch:
+        lines += ["native_batch: false"]
     path = root / f"gateway-{'on' if batching else 'off'}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -239,9 +252,9 @@ def start_server(
     """Start server ``key`` serving model ``name``; yield a Server (Triton: the TritonServer too)."""
     in_dim, out_dim = dims[0], dims[-1]
     if key in GATEWAYS:
-        mode, transport = GATEWAYS[key]
+        mode, transport, native_batch = GATEWAYS[key]
         repo = gateway_repo(tmp / key, name, onnx_file, in_dim, out_dim)
-        cfg = gateway_yaml(tmp / key, name, mode == "on", args.gateway_intra_op_threads)
+        cfg = gateway_yaml(tmp / key, name, mode == "on", args.gateway_intra_op_threads, native_batch)
         gw = GatewayProcess(
             repo, "--config", str(cfg), "--batching", mode, "--transport", transport, "--log-level", "warning"
         )
@@ -534,12 +547,33 @@ def target_ratios(bench: Bench, concs: list[int]) -> tuple[list[str], dict[str, 
         ("a", "native, batching on"),
         ("b", "native, batching off"),
         ("g", "grpcio, batching on"),
+        ("p", "native, a task per call, batching on"),
     ):
         put(
             f"small_unary_{key}_over_triton",
             f"small, unary, c={c}: gateway ({what}) / Triton (c) throughput{at}",
             ratio(find(rows, "small", "unary", key, c), find(rows, "small", "unary", "c", c)),
         )
+    put(
+        "small_unary_a_over_p",
+        f"small, unary, c={c}: batch path (a) / a task per call (p) throughput{at}",
+        ratio(find(rows, "small", "unary", "a", c), find(rows, "small", "unary", "p", c)),
+    )
+    put(
+        "small_unary_a_over_triton_cpu",
+        f"small, unary, c={c}: gateway (a) / Triton (c) server CPU per request (lower is better){at}",
+        ratio(
+            find(rows, "small", "unary", "a", c),
+            find(rows, "small", "unary", "c", c),
+            "server_cpu_us_per_infer",
+        ),
+    )
+    one = min(concs)
+    put(
+        "small_unary_a_over_triton_p50_c1",
+        f"small, unary, c={one}: gateway (a) / Triton (c) p50 latency (lower is better)",
+        ratio(find(rows, "small", "unary", "a", one), find(rows, "small", "unary", "c", one), "p50_ms"),
+    )
     sa, tc = find(rows, "small", "streaming", "a", c), find(rows, "small", "unary", "c", c)
     put(
         "small_stream_a_over_triton_unary_throughput",

@@ -146,7 +146,7 @@ class Batcher:
         """Queue one request (`rows` rows) and wait for its outputs. `deadline` is on the clock's
         scale; `priority` 0 means the default level; `trace` the request's, if any."""
         deadline = self._admit(deadline)
-        if not self.queued and not self._slots.locked() and not self._should_wait(rows):
+        if self.idle(rows):
             if trace is not None:
                 return await self._run_alone_traced(inputs, rows, deadline, trace)
             return await self._run_alone(inputs, rows, deadline)
@@ -234,6 +234,11 @@ class Batcher:
         if not self._delaying or self._rows[key] >= self._ready_rows():
             self._wake.set()
         return item
+
+    def idle(self, rows: int) -> bool:
+        """Would a request of `rows` rows run at once (nobody queued, a batch slot free, waiting
+        would not pay)? `submit` then runs it in its caller's task, skipping the queue."""
+        return not self.queued and not self._slots.locked() and not self._should_wait(rows)
 
     def _should_wait(self, rows: int) -> bool:
         """For a request that finds the batcher idle: would the scheduler hold it for company?"""
