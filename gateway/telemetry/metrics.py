@@ -13,7 +13,7 @@ import bisect
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,18 +252,21 @@ class SnapshotCollector:
                     if name in v:
                         h[key] = merge_counts(h.get(key), v[name])
 
-        requests = CounterMetricFamily(
-            "modelgate_requests", "Inference requests answered, by status code.",
-            labels=("model", "version", "code"))  # fmt: skip
-        for code_labels, n in sorted(ok.items()):
-            requests.add_metric(code_labels, n)
-        yield requests
-        row_family = CounterMetricFamily(
-            "modelgate_inference_rows", "Rows (batch elements) inferred.", labels=("model", "version")
-        )
-        for version_labels, n in sorted(rows.items()):
-            row_family.add_metric(version_labels, n)
-        yield row_family
+        version = ("model", "version")
+        for kind, name, help_text, labels, values in (
+            (CounterMetricFamily, "modelgate_requests", "Inference requests answered, by status code.",
+             (*version, "code"), ok),
+            (CounterMetricFamily, "modelgate_inference_rows", "Rows (batch elements) inferred.",
+             version, rows),
+            (GaugeMetricFamily, "modelgate_batch_queued_requests",
+             "Requests waiting in a version's batch queue.", version, queued),
+            (GaugeMetricFamily, "modelgate_version_ready",
+             "1 while a version is loaded and ready, 0 when its load failed (in any worker).",
+             version, ready),
+            (CounterMetricFamily, "modelgate_model_load_failures", "Model loads that failed.", ("model",),
+             {(model,): n for model, n in load_failures.items()}),
+        ):  # fmt: skip
+            yield _labelled(kind, name, help_text, labels, values)
         for name, family_name, help_text in (
             ("latency", "modelgate_request_duration_seconds",
              "Time from request received by the data plane to response built."),
@@ -271,36 +274,14 @@ class SnapshotCollector:
             ("queue_latency", "modelgate_queue_duration_seconds",
              "Time a request waited in its version's batch queue (0 when it did not queue)."),
         ):  # fmt: skip
-            family = HistogramMetricFamily(family_name, help_text, labels=("model", "version"))
+            family = HistogramMetricFamily(family_name, help_text, labels=version)
             for version_labels, (counts, total) in sorted(hists[name].items()):
                 family.add_metric(version_labels, buckets(LATENCY_BOUNDS, counts), total)
             yield family
         yield _batch_sizes(batch_rows)
         yield from _batching_gauges(batching)
-        depth = GaugeMetricFamily(
-            "modelgate_batch_queued_requests",
-            "Requests waiting in a version's batch queue.",
-            labels=("model", "version"),
-        )
-        for version_labels, n in sorted(queued.items()):
-            depth.add_metric(version_labels, n)
-        yield depth
-        readiness = GaugeMetricFamily(
-            "modelgate_version_ready",
-            "1 while a version is loaded and ready, 0 when its load failed (in any serving process).",
-            labels=("model", "version"),
-        )
-        for version_labels, n in sorted(ready.items()):
-            readiness.add_metric(version_labels, n)
-        yield readiness
         yield from upstream.families()
         yield from routing.families()
-        failures = CounterMetricFamily(
-            "modelgate_model_load_failures", "Model loads that failed.", labels=("model",)
-        )
-        for model, n in sorted(load_failures.items()):
-            failures.add_metric((model,), n)
-        yield failures
         yield GaugeMetricFamily("modelgate_inflight_requests", "Inference requests being served.", inflight)
         yield GaugeMetricFamily(
             "modelgate_inflight_request_bytes",
@@ -346,6 +327,16 @@ _BATCHING_GAUGES = (
         "Last p99 (queue + compute) the controller saw.",
     ),
 )
+
+
+def _labelled(
+    kind: Callable[..., Any], name: str, help_text: str, labels: tuple[str, ...], values: Mapping[Any, float]
+) -> Any:
+    """A family of one sample per label values (a tuple), in order."""
+    family = kind(name, help_text, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(key, value)
+    return family
 
 
 def _batch_sizes(batch_rows: dict[tuple[str, str], dict[int, int]]) -> Any:
