@@ -10,7 +10,7 @@ METRICS_PORT ?= 8002
 ADMIN_PORT ?= 8003
 PYTEST_ARGS ?=
 
-.PHONY: help venv install protos check-protos models run lint format typecheck test test-busy unit integration perf-tools triton-peer browser bench clean install-gpu
+.PHONY: help venv install protos check-protos models run lint format typecheck test test-busy unit integration perf-tools triton-peer browser prometheus-peer bench clean install-gpu
 
 help:
 	@echo "make run        set up .venv, build, write the example repository, serve it on :$(GRPC_PORT)"
@@ -52,6 +52,10 @@ perf-tools: $(STAMP)
 browser:
 	bash tests/peers/setup_browser.sh
 
+# A real Prometheus (Debian's) for the test that evaluates the Grafana dashboard's queries.
+prometheus-peer:
+	bash tests/peers/setup_prometheus.sh
+
 # A real Triton Inference Server for tests and benchmarks, in its own venv (.venv-triton).
 triton-peer:
 	bash tests/peers/setup_triton.sh
@@ -82,13 +86,13 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) perf-tools triton-peer browser lint typecheck
+test: $(STAMP) perf-tools triton-peer browser prometheus-peer lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: $(STAMP) perf-tools triton-peer browser
+integration: $(STAMP) perf-tools triton-peer browser prometheus-peer
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 # The suite with a CPU-bound process on every core beside it (run it a few times: nothing may flip).

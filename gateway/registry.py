@@ -444,6 +444,7 @@ class Registry:
             served.batcher.start()
             metrics.batching = policy
             metrics.controller = controller
+            metrics.batcher = served.batcher
         return served
 
     async def unload(self, name: str) -> None:

@@ -31,17 +31,8 @@ have_libb64() {
 if have_libb64; then
     echo "setup_perf_tools: libb64-0d already installed" >&2
 else
-    SUDO=""
-    if [[ "$(id -u)" != "0" ]]; then
-        if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
-            echo "setup_perf_tools: need root (or sudo) to apt-get install libb64-0d" >&2
-            exit 1
-        fi
-    fi
-    echo "setup_perf_tools: installing libb64-0d" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq >&2
-    $SUDO apt-get install -y -qq --no-install-recommends libb64-0d >&2
+    source "$(dirname "${BASH_SOURCE[0]}")/../tests/peers/apt.sh"
+    apt_install setup_perf_tools libb64-0d
 fi
 
 # --- libcudart.so.12 (PyPI nvidia-cuda-runtime-cu12) -----------------------------------------

@@ -5,11 +5,12 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-__all__ = ["LATENCY_BOUNDS", "Histogram", "buckets", "merge_counts"]
+__all__ = ["BATCH_BOUNDS", "LATENCY_BOUNDS", "Histogram", "buckets", "merge_counts"]
 
 LATENCY_BOUNDS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 )  # fmt: skip
+BATCH_BOUNDS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)  # rows per backend call
 
 
 class Histogram:

@@ -9,10 +9,11 @@ as Prometheus expects of a counter).
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from ._histogram import LATENCY_BOUNDS, Histogram, buckets, merge_counts
+from ._histogram import BATCH_BOUNDS, LATENCY_BOUNDS, Histogram, buckets, merge_counts
 from ._routing import RoutingFamilies, ShadowStats
 
 __all__ = ["Histogram", "Metrics", "SnapshotCollector", "VersionMetrics", "read_snapshots", "serve_metrics"]
@@ -49,8 +50,10 @@ class VersionMetrics:
     batches: dict[int, list[int]] = field(default_factory=dict)  # batch size -> [count, ns]
     latency: Histogram = field(default_factory=Histogram)
     backend_latency: Histogram = field(default_factory=Histogram)
+    queue_latency: Histogram = field(default_factory=Histogram)
     batching: Any = None  # the version's BatchingPolicy (its knobs move in adaptive mode)
     controller: Any = None  # the AdaptiveController, when there is a p99 target
+    batcher: Any = None  # the version's Batcher: its queue depth
     upstream: Any = None  # the backend's upstream(): remote endpoints' state and counters
     drift: Any = None  # the version's DriftMonitor (gateway/drift): counts its inputs and outputs
 
@@ -78,6 +81,7 @@ class VersionMetrics:
         self.queue_ns += queue_ns
         self.last_inference_ms = time.time_ns() // 1_000_000
         self.latency.observe(total_ns * 1e-9)
+        self.queue_latency.observe(queue_ns * 1e-9)
 
     def failed(self, code: str, total_ns: int) -> None:
         self.fail_count += 1
@@ -95,6 +99,8 @@ class VersionMetrics:
             "executions": self.execution_count,
             "latency": [list(self.latency.counts), self.latency.total],
             "backend_latency": [list(self.backend_latency.counts), self.backend_latency.total],
+            "queue_latency": [list(self.queue_latency.counts), self.queue_latency.total],
+            "batches": {str(rows): entry[0] for rows, entry in list(self.batches.items())},
             "upstream": dict(self.upstream()) if self.upstream is not None else {},
             "drift": self.drift.snapshot() if self.drift is not None else {},
             "batching": None
@@ -104,6 +110,7 @@ class VersionMetrics:
                 "queue_delay_s": self.batching.max_queue_delay_s,
                 "target_p99_s": self.controller.target_s if self.controller else None,
                 "observed_p99_s": self.controller.last_p99_s if self.controller else None,
+                "queued": self.batcher.queued if self.batcher is not None else 0,
             },
         }
 
@@ -198,7 +205,11 @@ class SnapshotCollector:
     def collect(self) -> Iterable[Any]:
         ok: dict[tuple[str, str, str], int] = {}
         rows: dict[tuple[str, str], int] = {}
-        hists: dict[str, dict[tuple[str, str], list[Any]]] = {"latency": {}, "backend_latency": {}}
+        hists: dict[str, dict[tuple[str, str], list[Any]]] = {
+            "latency": {}, "backend_latency": {}, "queue_latency": {}}  # fmt: skip
+        batch_rows: dict[tuple[str, str], dict[int, int]] = {}
+        queued: dict[tuple[str, str], int] = {}
+        ready: dict[tuple[str, str], int] = {}
         load_failures: dict[str, int] = {}
         batching: dict[tuple[str, str], dict[str, Any]] = {}
         upstream = _Upstream()
@@ -215,6 +226,11 @@ class SnapshotCollector:
             if "rollouts" in snap:
                 control = snap
             routing.add_worker(snap)
+            for model, state in (snap.get("models") or {}).items():
+                for v in state["versions"]:
+                    ready.setdefault((model, v), 1)
+                for v in state["failed"]:
+                    ready[(model, v)] = 0  # failed in one process is failed
             for model, n in snap.get("load_failures", {}).items():
                 load_failures[model] = load_failures.get(model, 0) + n
             if "supervisor" in snap:
@@ -226,42 +242,46 @@ class SnapshotCollector:
                 rows[key] = rows.get(key, 0) + v["rows"]
                 if v.get("batching"):
                     batching.setdefault(key, v["batching"])
+                    queued[key] = queued.get(key, 0) + v["batching"].get("queued", 0)
+                sizes = batch_rows.setdefault(key, {})
+                for size, n in (v.get("batches") or {}).items():
+                    sizes[int(size)] = sizes.get(int(size), 0) + n
                 upstream.add(key, v.get("upstream") or {})
                 routing.add_version(key, v)
                 for name, h in hists.items():
-                    h[key] = merge_counts(h.get(key), v[name])
+                    if name in v:
+                        h[key] = merge_counts(h.get(key), v[name])
 
-        requests = CounterMetricFamily(
-            "modelgate_requests", "Inference requests answered, by status code.",
-            labels=("model", "version", "code"))  # fmt: skip
-        for code_labels, n in sorted(ok.items()):
-            requests.add_metric(code_labels, n)
-        yield requests
-        row_family = CounterMetricFamily(
-            "modelgate_inference_rows", "Rows (batch elements) inferred.", labels=("model", "version")
-        )
-        for version_labels, n in sorted(rows.items()):
-            row_family.add_metric(version_labels, n)
-        yield row_family
-        for name, help_text in (
-            ("latency", "Time from request received by the data plane to response built."),
-            ("backend_latency", "Time of one backend call."),
-        ):
-            family = HistogramMetricFamily(
-                f"modelgate_{'request' if name == 'latency' else 'backend'}_duration_seconds",
-                help_text, labels=("model", "version"))  # fmt: skip
+        version = ("model", "version")
+        for kind, name, help_text, labels, values in (
+            (CounterMetricFamily, "modelgate_requests", "Inference requests answered, by status code.",
+             (*version, "code"), ok),
+            (CounterMetricFamily, "modelgate_inference_rows", "Rows (batch elements) inferred.",
+             version, rows),
+            (GaugeMetricFamily, "modelgate_batch_queued_requests",
+             "Requests waiting in a version's batch queue.", version, queued),
+            (GaugeMetricFamily, "modelgate_version_ready",
+             "1 while a version is loaded and ready, 0 when its load failed (in any worker).",
+             version, ready),
+            (CounterMetricFamily, "modelgate_model_load_failures", "Model loads that failed.", ("model",),
+             {(model,): n for model, n in load_failures.items()}),
+        ):  # fmt: skip
+            yield _labelled(kind, name, help_text, labels, values)
+        for name, family_name, help_text in (
+            ("latency", "modelgate_request_duration_seconds",
+             "Time from request received by the data plane to response built."),
+            ("backend_latency", "modelgate_backend_duration_seconds", "Time of one backend call."),
+            ("queue_latency", "modelgate_queue_duration_seconds",
+             "Time a request waited in its version's batch queue (0 when it did not queue)."),
+        ):  # fmt: skip
+            family = HistogramMetricFamily(family_name, help_text, labels=version)
             for version_labels, (counts, total) in sorted(hists[name].items()):
                 family.add_metric(version_labels, buckets(LATENCY_BOUNDS, counts), total)
             yield family
+        yield _batch_sizes(batch_rows)
         yield from _batching_gauges(batching)
         yield from upstream.families()
         yield from routing.families()
-        failures = CounterMetricFamily(
-            "modelgate_model_load_failures", "Model loads that failed.", labels=("model",)
-        )
-        for model, n in sorted(load_failures.items()):
-            failures.add_metric((model,), n)
-        yield failures
         yield GaugeMetricFamily("modelgate_inflight_requests", "Inference requests being served.", inflight)
         yield GaugeMetricFamily(
             "modelgate_inflight_request_bytes",
@@ -307,6 +327,32 @@ _BATCHING_GAUGES = (
         "Last p99 (queue + compute) the controller saw.",
     ),
 )
+
+
+def _labelled(
+    kind: Callable[..., Any], name: str, help_text: str, labels: tuple[str, ...], values: Mapping[Any, float]
+) -> Any:
+    """A family of one sample per label values (a tuple), in order."""
+    family = kind(name, help_text, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(key, value)
+    return family
+
+
+def _batch_sizes(batch_rows: dict[tuple[str, str], dict[int, int]]) -> Any:
+    """Rows per backend call: counted exactly per size on the hot path, put in buckets here."""
+    family = HistogramMetricFamily(
+        "modelgate_batch_size",
+        "Rows per backend call (the batch a batcher formed).",
+        labels=("model", "version"),
+    )
+    for version_labels, sizes in sorted(batch_rows.items()):
+        counts = [0] * (len(BATCH_BOUNDS) + 1)
+        for size, n in sizes.items():
+            counts[bisect.bisect_left(BATCH_BOUNDS, size)] += n
+        total = float(sum(size * n for size, n in sizes.items()))
+        family.add_metric(version_labels, buckets(BATCH_BOUNDS, counts), total)
+    return family
 
 
 def _batching_gauges(batching: dict[tuple[str, str], dict[str, Any]]) -> Iterator[Any]:

@@ -102,3 +102,35 @@ def test_a_dead_workers_counters_fold_into_the_retired_sum_and_its_gauges_go(tmp
         assert line in before and line in after, line
     assert "modelgate_inflight_requests 8.0" in before and "modelgate_inflight_requests 0.0" in after
     assert 'modelgate_traffic_weight{model="fraud",version="1"} 1.0' not in after
+
+
+def test_batch_sizes_queue_times_queue_depth_and_readiness_over_workers() -> None:
+    class Queue:
+        queued = 3
+
+    snapshots = []
+    for failed in ({}, {"2": "not a model"}):
+        version = VersionMetrics("fraud", "1")
+        for rows in (1, 3, 3, 200):
+            version.executed(rows, 1_000)
+        version.succeeded(1, 2_000_000, 0, 0, 0, queue_ns=300_000)
+        version.batching = type("Policy", (), {"max_batch_size": 8, "max_queue_delay_s": 0.001})()
+        version.batcher = Queue()
+        models = {"fraud": {"state": "READY", "reason": "", "versions": ["1", "2"], "failed": {}}}
+        if failed:  # this worker's load of version 2 failed
+            models["fraud"].update(versions=["1"], failed=failed)
+        snapshots.append({"versions": [version.snapshot()], "models": models})
+    lines = set(exposition(*snapshots).splitlines())
+    one = 'model="fraud",version="1"'
+    assert {
+        f'modelgate_batch_size_bucket{{le="1.0",{one}}} 2.0',
+        f'modelgate_batch_size_bucket{{le="4.0",{one}}} 6.0',
+        f'modelgate_batch_size_bucket{{le="128.0",{one}}} 6.0',
+        f'modelgate_batch_size_bucket{{le="256.0",{one}}} 8.0',
+        f"modelgate_batch_size_sum{{{one}}} 414.0",
+        f'modelgate_queue_duration_seconds_bucket{{le="0.00025",{one}}} 0.0',
+        f'modelgate_queue_duration_seconds_bucket{{le="0.0005",{one}}} 2.0',
+        f"modelgate_batch_queued_requests{{{one}}} 6.0",  # summed over workers
+        f"modelgate_version_ready{{{one}}} 1.0",
+        'modelgate_version_ready{model="fraud",version="2"} 0.0',  # failed in one worker
+    } <= lines
