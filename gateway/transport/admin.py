@@ -155,7 +155,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         ]
         features = [pb.DriftFeature(**{k: v for k, v in r.items() if k != "model"}) for r in rows]
         return pb.GetDriftReportResponse(
-            model=request.model, score=spec.score, alert=spec.alert, versions=versions, features=features
+            model=request.model,
+            score=spec.score,
+            alert=spec.alert,
+            versions=versions,
+            features=features,
+            reference=plane.drift.reference_state(request.model),
         )
 
 

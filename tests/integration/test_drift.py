@@ -104,8 +104,9 @@ def test_a_shifted_stream_alerts_on_metrics_in_the_log_and_in_the_report(
         assert report.returncode == 0, report.stderr
         lines = report.stdout.splitlines()
         assert lines[0] == "m: alerts when the worst feature's psi is over 0.05"
-        assert "version 1:" in lines[1] and "ALERT: input 'x' feature 5" in lines[1]
-        worst = lines[3].split()
+        assert lines[1] == f"  reference: {profile}"
+        assert "version 1:" in lines[2] and "ALERT: input 'x' feature 5" in lines[2]
+        worst = lines[4].split()
         assert worst[:3] == ["1", "x", "5"] and worst[-1] == "over", report.stdout
         assert int(worst[3]) >= 1000  # the window holds every worker's rows
         page = tmp_path / "drift.html"
