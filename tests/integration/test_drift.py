@@ -31,14 +31,19 @@ def profiled(tmp_path: Path, seeds: dict[int, int]) -> tuple[Path, Path]:
     data = tmp_path / "train.npy"
     np.save(data, np.random.default_rng(3).normal(size=(20_000, 32)).astype(np.float32))
     profile = tmp_path / "m.npz"
+    assert "input x (32 features), output y (8 features)" in build(models, data, profile)
+    return models, profile
+
+
+def build(models: Path, data: Path, profile: Path) -> str:
+    """`modelgate profile build` of model m version 1 on `data`: what it printed."""
     done = subprocess.run(
         [sys.executable, "-m", "gateway", "profile", "build", str(data), "--model", "m", "--version", "1",
          "-o", str(profile), "--model-repository", str(models)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "input x (32 features), output y (8 features)" in done.stdout
-    return models, profile
+    return done.stdout
 
 
 def browse(page: Path) -> str:

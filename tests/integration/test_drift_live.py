@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 import yaml
 
 from gateway.examples import identity, mlp, write_version
-from tests.integration.test_drift import browse
+from tests.integration.test_drift import browse, build
 from tests.integration.test_rollout import wait_log
 from tests.peers.gateway import GatewayProcess, metric, scrape
 
@@ -99,16 +99,8 @@ def test_categorical_features_of_an_int64_input_alert_on_a_new_code(tmp_path: Pa
     data = tmp_path / "codes.npy"
     np.save(data, rng.integers(0, 5, size=(5000, 3)).astype(np.int64))
     profile = tmp_path / "m.npz"
-    built = subprocess.run(
-        [sys.executable, "-m", "gateway", "profile", "build", str(data), "--model", "m", "--version", "1",
-         "-o", str(profile), "--model-repository", str(models)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stderr
-    assert (
-        "input in_INT64 (3 features, 3 categorical), output out_INT64 (3 features, 3 categorical)"
-        in built.stdout
-    )
+    described = "input in_INT64 (3 features, 3 categorical), output out_INT64 (3 features, 3 categorical)"
+    assert described in build(models, data, profile)
     config = tmp_path / "gateway.yaml"
     drift = {"reference": str(profile), "window": 1000, "alert": 0.1}
     config.write_text(yaml.safe_dump({"models": {"m": {"drift": drift}}}))
