@@ -159,6 +159,10 @@ class LiveLearner:
         self.folder = folder
         self._meta: dict[Path, tuple[int, dict[str, Any]]] = {}  # path -> (mtime, meta)
 
+    def path(self, model: str) -> Path:
+        """Where the model's learned profile is (or will be)."""
+        return profile_path(self.folder, model)
+
     def learned(self, model: str) -> Profile | None:
         """The profile learned earlier in this run (a restarted control process finds it)."""
         path = profile_path(self.folder, model)

@@ -226,7 +226,8 @@ class DriftTracker:
             rows, version = self.filling.get(model, (0, ""))
             of = f" of version {version}" if version else f" ({spec.live.live})"
             return f"reference filling: {min(rows, spec.live.rows)} of {spec.live.rows} rows{of} (live)"
-        return f"reference: {profile.source or 'live'}"
+        where = f" ({self._learner.path(model)})" if self._learner is not None else ""
+        return f"reference: {profile.source or 'live'}{where}"
 
     def _worst(self, model: str, version: str) -> tuple[float, str]:
         spec, profile = self._specs[model]
