@@ -13,14 +13,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -251,7 +253,10 @@ class LiveReference(_Strict):
 class DriftSettings(_Strict):
     """Drift monitoring of a model's inputs and outputs against a reference profile."""
 
-    reference: Path | LiveReference = Field(
+    reference: Annotated[
+        Annotated[Path, Tag("file")] | Annotated[LiveReference, Tag("live")],
+        Discriminator(lambda v: "live" if isinstance(v, dict | LiveReference) else "file"),
+    ] = Field(
         description="The profile (.npz) that `modelgate profile build` made, or `live` / "
         "{live: baseline|VERSION, rows: N, bins: B}: learned from the baseline's live traffic."
     )

@@ -13,7 +13,14 @@ from pydantic import ValidationError
 
 from gateway.drift import DriftMonitor, DriftTracker, LiveReferences, ProfileError, load_profile, profile_path
 from gateway.drift.monitor import LiveRows
-from gateway.settings import DriftSettings, LiveReference, ModelSettings, Settings
+from gateway.settings import (
+    DriftSettings,
+    LiveReference,
+    ModelSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 
 def test_the_schema_takes_live_as_shorthand_and_names_a_bad_source() -> None:
@@ -28,6 +35,27 @@ def test_the_schema_takes_live_as_shorthand_and_names_a_bad_source() -> None:
     ):
         with pytest.raises(ValidationError, match=why):
             DriftSettings.model_validate({"reference": bad})
+
+
+def test_a_config_with_a_bad_live_reference_is_refused_with_every_reason(tmp_path: Path) -> None:
+    text = (
+        f"model_repository: {tmp_path}\n"
+        + """
+models:
+  m: {drift: {reference: {live: newest, rows: 5}}}
+  n: {drift: {reference: {rows: 5}}}
+"""
+    )
+    with pytest.raises(SettingsError) as refused:
+        load_settings(text=text)
+    assert str(refused.value) == (
+        "invalid configuration: "
+        "models.m.drift.reference.live.live: Value error, live must be `baseline` or a version like "
+        "1, 2, 3, got 'newest'; "
+        "models.m.drift.reference.live.rows: Input should be greater than or equal to 10; "
+        "models.n.drift.reference: Value error, a live reference needs `live: baseline` (or a version), "
+        "e.g. {live: baseline, rows: 10000}"
+    )
 
 
 def test_the_baseline_is_the_named_version_the_rollouts_the_heaviest_or_the_newest() -> None:
