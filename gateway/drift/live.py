@@ -3,10 +3,11 @@
     worker(s)                                   control plane (gateway/drift/tracker.py)
     the baseline's monitor keeps its last       sums the rows the dumps hold; once they reach
     `rows` rows per tensor (LiveRows), and      `rows`, learns one profile from all of them
-    dumps them to DIR/<model>.<pid>.rows.npz    (profile_from_rows) and writes DIR/<model>.npz
-    every second while they grow                (an atomic rename)
+    dumps them to DIR/<model>/rows.<pid>.npz    (profile_from_rows) and writes
+    every second while they grow                DIR/<model>/reference.npz (an atomic rename)
     every monitor of the model loads            scores every version's windows against it
-    DIR/<model>.npz and counts against it
+    DIR/<model>/reference.npz and counts
+    against it
 
 DIR is the run directory's `drift/` folder. The learned profile is an ordinary profile file:
 copy it and name it as `reference:` to freeze it. It is learned once per run: a restart learns
@@ -41,11 +42,15 @@ Check = Callable[[Profile], list[str]]
 
 
 def profile_path(folder: Path, model: str) -> Path:
-    return folder / f"{model}.npz"
+    return folder / model / "reference.npz"
+
+
+def _dump_path(folder: Path, model: str, worker: str) -> Path:
+    return folder / model / f"rows.{worker}.npz"
 
 
 def _dumps(folder: Path, model: str) -> list[Path]:
-    return sorted(folder.glob(f"{model}.*.rows.npz")) if folder.is_dir() else []
+    return sorted((folder / model).glob("rows.*.npz")) if (folder / model).is_dir() else []
 
 
 def _write_atomic(path: Path, arrays: Mapping[str, Any]) -> None:
@@ -133,7 +138,7 @@ class LiveReferences:
             }
             body: dict[str, Any] = {"meta": np.array(json.dumps(meta))}
             body.update({f"a{i}": a for i, (_, a) in enumerate(arrays.values())})
-            _write_atomic(self.folder / f"{model}.{self._worker}.rows.npz", body)
+            _write_atomic(_dump_path(self.folder, model, self._worker), body)
 
     def _learned(self, model: str) -> Profile | None:
         path = profile_path(self.folder, model)

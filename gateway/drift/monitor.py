@@ -180,7 +180,7 @@ class DriftMonitor:
             for role, tensors in (("input", inputs), ("output", outputs)):
                 for name, array in tensors.items():
                     waiting = pending.get(name)
-                    if waiting is None and (self.live is None or array.dtype.kind not in "fiub"):
+                    if waiting is None and (self.live is None or array.dtype.kind not in "fiu"):
                         continue
                     if waiting is None:
                         waiting = pending[name] = []

@@ -134,7 +134,7 @@ class Profile:
                 problems.append(f"the profile's {t.role} '{t.name}' is not one of the model's {t.role}s")
                 continue
             datatype, width = side[t.name]
-            if width >= 0 and width != t.n_features:
+            if width != t.n_features:
                 problems.append(
                     f"{t.role} '{t.name}' has {width} values per row; the profile has {t.n_features} features"
                 )
@@ -324,7 +324,7 @@ def profile_from_rows(
     for name, (role, rows) in tensors.items():
         if rows.shape[0] == 0:
             raise ProfileError(f"{role} '{name}': no rows")
-        if rows.dtype.kind not in "fiub":
+        if rows.dtype.kind not in "fiu":  # BOOL and BYTES are not monitored
             continue
         rows = rows.reshape(rows.shape[0], -1)
         named = features if role == "input" else ()

@@ -11,10 +11,10 @@ Each ended window is scored per feature against the reference profile with every
 version, the outputs of the version the profile was built from (another version's outputs
 differ by design), or, with a live reference (gateway/drift/live.py), of every version: it is
 learned from the baseline's traffic to compare the others with. A live reference's model has no
-window until the reference is learned (`reference_state` says how far it is). The model's configured `score`
-decides its alert: the worst feature (of `features`, for inputs; every output feature) over
-`alert`. An alert is a log line when it
-starts and when it clears, `modelgate_drift_alert` on /metrics, and in the drift report.
+window until the reference is learned (`reference_state` says how far it is). The model's
+configured `score` decides its alert: the worst feature (of `features`, for inputs; every output
+feature) over `alert`. An alert is a log line when it starts and when it clears,
+`modelgate_drift_alert` on /metrics, and in the drift report.
 
 The rollout gate `max_drift` reads `versus`: the canary's outputs scored against the baseline's
 over the step, in the profile's output bins (prediction drift between the versions; both see
@@ -304,7 +304,7 @@ class DriftTracker:
             counted = set(_selected(spec, tensor))
             shapes = _per_feature(tensor, tensor.reference, last.live)
             for i in range(tensor.n_features):
-                kind, edges, reference, live = shapes[i]
+                feature_kind, edges, reference, live = shapes[i]
                 row: dict[str, Any] = {
                     "model": m,
                     "version": v,
@@ -314,7 +314,7 @@ class DriftTracker:
                     "window_rows": last.rows,
                     "nan_rate": float(last.nan_rate[i]),
                     "out_of_range_rate": float(last.out_of_range_rate[i]),
-                    "kind": kind,
+                    "kind": feature_kind,
                     "edges": edges,
                     "reference_counts": reference,
                     "live_counts": live,
