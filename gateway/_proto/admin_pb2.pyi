@@ -253,6 +253,14 @@ class DriftFeature(_message.Message):
     kind: str
     def __init__(self, version: _Optional[str] = ..., tensor: _Optional[str] = ..., role: _Optional[str] = ..., feature: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., nan_rate: _Optional[float] = ..., counts: _Optional[bool] = ..., over: _Optional[bool] = ..., out_of_range_rate: _Optional[float] = ..., edges: _Optional[_Iterable[float]] = ..., reference_counts: _Optional[_Iterable[int]] = ..., live_counts: _Optional[_Iterable[int]] = ..., kind: _Optional[str] = ...) -> None: ...
 
+class GetDriftReferenceResponse(_message.Message):
+    __slots__ = ("profile", "reference")
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    profile: bytes
+    reference: str
+    def __init__(self, profile: _Optional[bytes] = ..., reference: _Optional[str] = ...) -> None: ...
+
 class GetDriftReportResponse(_message.Message):
     __slots__ = ("model", "score", "alert", "versions", "features", "reference")
     MODEL_FIELD_NUMBER: _ClassVar[int]

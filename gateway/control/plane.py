@@ -526,6 +526,22 @@ class ControlPlane:
             )
         return self.drift.report(model, version)
 
+    def drift_reference(self, model: str) -> tuple[bytes, str]:
+        """A model's reference profile file (bytes), and where it came from."""
+        self._check_known(model)
+        if self.drift.settings_of(model) is None:
+            raise FailedPrecondition(
+                f"model '{model}' has no drift monitoring (give it `drift:` in the config)"
+            )
+        state = self.drift.reference_state(model)
+        path = self.drift.reference_file(model)
+        if path is None:
+            raise FailedPrecondition(f"model '{model}': no reference yet ({state})")
+        try:
+            return path.read_bytes(), state
+        except OSError as exc:
+            raise FailedPrecondition(f"model '{model}': the reference cannot be read ({exc})") from None
+
     def rollout_status(self, model: str = "") -> list[dict[str, Any]]:
         status = self.rollouts.status()
         if model and model not in status:

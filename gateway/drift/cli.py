@@ -1,4 +1,4 @@
-"""`modelgate profile build` and `modelgate drift report`.
+"""`modelgate profile build`, `modelgate profile save` and `modelgate drift report`.
 
 modelgate profile build DATA --model NAME --version V -o profile.npz
                         [--model-repository ./models] [--bins 10] [--categorical COLS]
@@ -6,6 +6,9 @@ modelgate profile build DATA --model NAME --version V -o profile.npz
     .parquet with pyarrow) and write its reference profile: bin edges and counts per feature
     of every numeric input and output; counts per code for categorical features (integer
     tensors', and the float input columns COLS names: names or indices, comma-separated)
+modelgate profile save MODEL -o profile.npz [--address 127.0.0.1:8003]
+    the running gateway's reference profile of MODEL (a live one, once learned) as a file: name
+    it as `reference:` to freeze it
 modelgate drift report MODEL [--version V] [--json | --html FILE] [--address 127.0.0.1:8003]
     the running gateway's last drift window per feature, worst first (its admin API); --html
     writes a page with the reference's and the window's histogram of every feature
@@ -74,6 +77,24 @@ def _build(args: argparse.Namespace) -> int:
     rows = next(iter(profile.tensors.values())).rows if profile.tensors else 0
     print(f"profile of {args.model} version {args.version} from {rows} rows, {args.bins} bins: {described}")
     print(f"written to {args.output}")
+    return 0
+
+
+def _save(args: argparse.Namespace) -> int:
+    import grpc
+
+    from .._proto import admin_pb2 as pb
+    from .._proto import admin_pb2_grpc
+
+    with grpc.insecure_channel(args.address) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        try:
+            found = stub.GetDriftReference(pb.ModelRequest(model=args.model), timeout=30)
+        except grpc.RpcError as exc:
+            print(f"modelgate profile: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    args.output.write_bytes(found.profile)
+    print(f"{found.reference}\nwritten to {args.output}")
     return 0
 
 
@@ -147,6 +168,11 @@ def add_drift_parsers(commands: Any) -> None:
         "integer inputs' features are categorical anyway",
     )
     build.set_defaults(func=_build)
+    save = sub.add_parser("save", help="save a running gateway's reference (a learned live one) to a file")
+    save.add_argument("model")
+    save.add_argument("-o", "--output", type=Path, required=True, help="the profile to write (.npz)")
+    _address(save)
+    save.set_defaults(func=_save)
 
     drift = commands.add_parser("drift", help="drift of a running gateway's models")
     dsub = drift.add_subparsers(dest="drift_command", required=True)
@@ -156,9 +182,13 @@ def add_drift_parsers(commands: Any) -> None:
     report.add_argument("--json", action="store_true")
     report.add_argument("--html", type=Path, help="write a page with each feature's histograms instead")
     report.add_argument("--limit", type=int, default=20, help="features shown in the table (default 20)")
-    report.add_argument(
+    _address(report)
+    report.set_defaults(func=_report)
+
+
+def _address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--address",
         default=os.environ.get("MODELGATE_ADMIN", "127.0.0.1:8003"),
         help="the admin API (default $MODELGATE_ADMIN or 127.0.0.1:8003)",
     )
-    report.set_defaults(func=_report)

@@ -10,7 +10,8 @@
     against it
 
 DIR is the run directory's `drift/` folder. The learned profile is an ordinary profile file:
-copy it and name it as `reference:` to freeze it. It is learned once per run: a restart learns
+`modelgate profile save MODEL -o FILE` (admin GetDriftReference) fetches it, and naming that
+file as `reference:` freezes it. It is learned once per run: a restart learns
 again. Until it is learned there is no window and no score; the report says how far it is
 ("reference filling: k of N rows").
 """

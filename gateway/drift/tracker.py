@@ -229,6 +229,16 @@ class DriftTracker:
         where = f" ({self._learner.path(model)})" if self._learner is not None else ""
         return f"reference: {profile.source or 'live'}{where}"
 
+    def reference_file(self, model: str) -> Path | None:
+        """The file that holds a model's reference profile; None while a live one fills."""
+        spec, profile = self._specs.get(model, (None, None))
+        if spec is None or profile is None:
+            return None
+        if spec.live is None:
+            assert isinstance(spec.reference, Path)
+            return spec.reference
+        return self._learner.path(model) if self._learner is not None else None
+
     def _worst(self, model: str, version: str) -> tuple[float, str]:
         spec, profile = self._specs[model]
         worst, where = 0.0, ""

@@ -163,6 +163,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             reference=plane.drift.reference_state(request.model),
         )
 
+    @handled
+    async def GetDriftReference(self, request: pb.ModelRequest, context: Any) -> pb.GetDriftReferenceResponse:
+        _need(request.model, "model")
+        profile, reference = self._plane.drift_reference(request.model)
+        return pb.GetDriftReferenceResponse(profile=profile, reference=reference)
+
 
 def _need(value: str, name: str) -> None:
     if not value:

@@ -16,6 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import yaml
 
+from gateway.drift import load_profile
 from gateway.examples import identity, mlp, write_version
 from tests.integration.test_drift import browse, build
 from tests.integration.test_rollout import wait_log
@@ -24,11 +25,14 @@ from tests.peers.gateway import GatewayProcess, metric, scrape
 pytestmark = pytest.mark.timeout(240)
 
 
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60
+    )
+
+
 def report(proc: GatewayProcess, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", "drift", "report", "m", "--address", proc.admin_url, *args],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    done = cli("drift", "report", "m", "--address", proc.admin_url, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -56,6 +60,8 @@ def test_a_live_reference_is_learned_once_for_every_worker_and_judges_the_canari
             " of 2000 rows (baseline) (live)"
         )
         assert before[-1] == "no window has ended yet"
+        early = cli("profile", "save", "m", "-o", str(tmp_path / "early.npz"), "--address", proc.admin_url)
+        assert early.returncode == 1 and "FAILED_PRECONDITION: model 'm': no reference yet" in early.stderr
         rng = np.random.default_rng(0)
         with grpcclient.InferenceServerClient(proc.url) as client:
             send(client, rng, 40)  # about 640 of version 1's rows: filling
@@ -84,6 +90,15 @@ def test_a_live_reference_is_learned_once_for_every_worker_and_judges_the_canari
         assert metric(text, "modelgate_drift_alert", model="m", version="2") == 0  # the same model
         assert metric(text, "modelgate_drift_alert", model="m", version="1") == 0
         assert proc.log().count("drift reference learned from") == 1  # one profile for both workers
+        frozen = tmp_path / "frozen.npz"
+        saved = cli("profile", "save", "m", "-o", str(frozen), "--address", proc.admin_url)
+        assert saved.returncode == 0, saved.stderr
+        profile = load_profile(frozen)
+        assert (
+            profile.version == "1"
+            and profile.source.startswith("live: ")
+            and list(profile.tensors) == ["x", "y"]
+        )
         after = report(proc, "--json")
         body = json.loads(after)
         assert body["reference"].startswith("reference: live: ") and "rows of version 1" in body["reference"]
