@@ -1,5 +1,5 @@
 """Drift against the real gateway, part two: a reference learned from the baseline's live traffic
-(two workers, one reference), with the report's filling state before it is learned, a canary
+(one worker, and two that share one reference), with the report's filling state before it is learned, a canary
 whose outputs part from the baseline's alerting and a same-model canary not; and an INT64-input
 model whose categorical features alert when a code never seen in the reference arrives."""
 
@@ -44,7 +44,10 @@ def send(client: grpcclient.InferenceServerClient, rng: np.random.Generator, req
         client.infer("m", [i])
 
 
-def test_a_live_reference_is_learned_once_for_every_worker_and_judges_the_canaries(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_live_reference_is_learned_once_for_every_worker_and_judges_the_canaries(
+    tmp_path: Path, workers: int
+) -> None:
     models = tmp_path / "models"
     for version, seed in {1: 1, 2: 1, 3: 2}.items():  # v2 is v1's model again; v3 another one
         write_version(models, "m", version, mlp(seed=seed))
@@ -53,7 +56,9 @@ def test_a_live_reference_is_learned_once_for_every_worker_and_judges_the_canari
     config.write_text(
         yaml.safe_dump({"models": {"m": {"traffic": {"1": 50, "2": 25, "3": 25}, "drift": drift}}})
     )
-    proc = GatewayProcess(models, "--config", str(config), "--workers", "2").wait_ready(lines=2)
+    proc = GatewayProcess(models, "--config", str(config), "--workers", str(workers)).wait_ready(
+        lines=workers
+    )
     try:
         before = report(proc).splitlines()
         assert before[1].startswith("  reference filling: ") and before[1].endswith(
