@@ -4,13 +4,21 @@ scores (PSI and JS over the shares, total variation for KS and W1) and the repor
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from gateway.drift import DriftMonitor, DriftTracker, ProfileError, categorical_scores, load_profile
+from gateway.drift import (
+    DriftMonitor,
+    DriftTracker,
+    ProfileError,
+    build_profile,
+    categorical_scores,
+    load_profile,
+)
 from gateway.drift.profile import MAX_CATEGORIES, profile_from_rows
 from gateway.settings import DriftSettings, ModelSettings, Settings
 
@@ -110,3 +118,21 @@ def _settings(tmp_path: Path, profile: Any, **drift: Any) -> Settings:
 
 def _snap(monitor: DriftMonitor) -> dict[str, Any]:
     return {"versions": [{"model": "m", "version": "1", "drift": monitor.snapshot()}]}
+
+
+def test_a_format_1_profile_reads_as_all_numeric_and_build_profile_takes_categorical(tmp_path: Path) -> None:
+    rows = _mixed()
+    profile = build_profile(
+        "m", "1", {"x": rows}, lambda batch: {}, chunk_rows=1000, features=("a", "b", "c"), progress=False,
+        categorical=["b"],
+    )  # fmt: skip
+    assert profile.tensors["x"].categorical == (1,) and profile.tensors["x"].features == ("a", "b", "c")
+    numeric = profile_from_rows("m", "1", {"x": ("input", rows)})
+    t = numeric.tensors["x"]
+    meta = {"format": 1, "model": "m", "version": "1", "bins": 10,
+            "tensors": [{"name": "x", "role": "input", "rows": t.rows, "features": []}]}  # fmt: skip
+    old = tmp_path / "old.npz"
+    np.savez(old, meta=np.array(json.dumps(meta)), t0_edges=t.edges, t0_counts=t.counts, t0_nan=t.nan)
+    again = load_profile(old).tensors["x"]
+    assert again.categorical == () and again.n_features == 3 and again.flat_size == 30
+    np.testing.assert_array_equal(again.reference, t.reference)
