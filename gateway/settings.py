@@ -241,6 +241,11 @@ class LiveReference(_Strict):
     )
     rows: int = Field(10_000, ge=10, le=1_000_000, description="Rows the reference is learned from.")
     bins: int = Field(10, ge=2, le=256, description="Quantile bins per numeric feature.")
+    categorical: list[int] = Field(
+        default_factory=list,
+        description="Float input features (indices) counted as category codes, as "
+        "`modelgate profile build --categorical` does; integer inputs' features are anyway.",
+    )
 
     @field_validator("live")
     @classmethod

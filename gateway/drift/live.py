@@ -219,7 +219,9 @@ class LiveLearner:
         try:
             tensors = {n: (role, np.concatenate(a)) for n, (role, a) in parts.items()}
             source = f"live: {rows} rows of version {version}, learned {time.strftime('%Y-%m-%d %H:%M:%S')}"
-            profile = profile_from_rows(model, version, tensors, live.bins, source=source)
+            profile = profile_from_rows(
+                model, version, tensors, live.bins, categorical=live.categorical, source=source
+            )
         except (ProfileError, ValueError) as exc:
             log.error("model '%s': the live reference cannot be learned: %s", model, exc)
             return None

@@ -24,7 +24,9 @@ from gateway.settings import (
 
 
 def test_the_schema_takes_live_as_shorthand_and_names_a_bad_source() -> None:
-    assert DriftSettings(reference="live").live == LiveReference(live="baseline", rows=10_000, bins=10)  # type: ignore[arg-type]
+    assert DriftSettings(reference="live").live == LiveReference(
+        live="baseline", rows=10_000, bins=10, categorical=[]
+    )  # type: ignore[arg-type]
     spec = DriftSettings.model_validate({"reference": {"live": "2", "rows": 500}})
     assert spec.live is not None and spec.live.live == "2" and spec.live.rows == 500
     assert DriftSettings.model_validate({"reference": "p.npz"}).live is None
@@ -85,7 +87,11 @@ def test_the_ring_keeps_the_most_recent_rows_in_order() -> None:
 
 
 def test_two_workers_learn_one_reference_and_a_shifted_canary_alerts(tmp_path: Path) -> None:
-    drift = {"reference": {"live": "baseline", "rows": 3000}, "window": 2000, "alert": 0.1}
+    drift = {
+        "reference": {"live": "baseline", "rows": 3000, "categorical": [3]},
+        "window": 2000,
+        "alert": 0.1,
+    }
     settings = Settings.model_validate(
         {"model_repository": str(tmp_path), "models": {"m": {"traffic": {"1": 70, "2": 30}, "drift": drift}}}
     )
@@ -106,6 +112,7 @@ def test_two_workers_learn_one_reference_and_a_shifted_canary_alerts(tmp_path: P
     def feed(w: int, version: str, rows: int, shift: float = 0.0) -> None:
         x = rng.normal(size=(rows, 4)).astype(np.float32)
         x[:, 2] += shift
+        x[:, 3] = rng.integers(0, 3, size=rows)  # a code, in a float tensor
         monitor = monitors[(w, version)]
         assert monitor is not None
         monitor.observe({"x": x}, {"y": (x[:, :2] * (1 + shift)).copy()})
@@ -134,6 +141,7 @@ def test_two_workers_learn_one_reference_and_a_shifted_canary_alerts(tmp_path: P
     tracker.tick(snapshots())
     learned = load_profile(profile_path(folder, "m"))
     assert learned.version == "1" and learned.tensors["x"].rows == 3500  # every row the workers held
+    assert learned.tensors["x"].categorical == (3,) and learned.tensors["x"].n_categories.tolist() == [3]
     assert learned.tensors["y"].role == "output" and tracker.reference_state("m").startswith(
         "reference: live: 3500 rows of version 1"
     )
