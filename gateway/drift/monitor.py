@@ -175,16 +175,17 @@ class DriftMonitor:
         one kernel update per tensor: the kernel's fixed cost is paid per flush, not per call."""
         if self.profile is None and self.live is None:
             return  # a live reference not learned yet, and not this version's to learn
+        sides: tuple[tuple[Role, Mapping[str, NDArray[Any]]], ...] = (("input", inputs), ("output", outputs))
         with self._lock:
             pending = self._pending
-            for role, tensors in (("input", inputs), ("output", outputs)):
+            for role, tensors in sides:
                 for name, array in tensors.items():
                     waiting = pending.get(name)
                     if waiting is None and (self.live is None or array.dtype.kind not in "fiu"):
                         continue
                     if waiting is None:
                         waiting = pending[name] = []
-                        self._roles[name] = role  # type: ignore[assignment]
+                        self._roles[name] = role
                     if array.size:
                         waiting.append(array)
             first = next(iter(inputs.values()), None)
