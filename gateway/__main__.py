@@ -6,6 +6,7 @@
                     [--model-control-mode explicit|none] [--batching auto|on|off] [--log-level info]
     modelgate admin [--address 127.0.0.1:8003] [--json] status|config|apply|traffic|... (gateway/admin_cli.py)
     modelgate profile build DATA --model NAME --version V -o profile.npz (gateway/drift/cli.py)
+    modelgate profile save MODEL -o profile.npz
     modelgate drift report MODEL [--version V] [--json]
     modelgate example-repository DIR
 

@@ -33,9 +33,9 @@ from .backends.onnxruntime import OnnxRuntimeBackend, OrtOptions, default_intra_
 from .backends.triton import TritonBackend, TritonOptions
 from .batching import BatchingPolicy, resolve_policy
 from .control import ConfigControl, ControlPlane, read_published
-from .control.plane import TICK_S
+from .control.plane import DRIFT_DIR, TICK_S
 from .dataplane import DataPlane
-from .drift import DriftMonitor, Profile, ProfileError, load_profile
+from .drift import DriftMonitor, LiveReferences, Profile, ProfileError, load_profile
 from .registry import READY, Registry
 from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .routing import policies_of
@@ -155,6 +155,7 @@ class Gateway:
             return resolve_policy(settings, source.name, source.config, max_batch, backend.concurrency)
 
         profiles: dict[Path, Profile | None] = {}
+        self.live_references = LiveReferences(run_dir / DRIFT_DIR, settings)
 
         def drift(
             source: ModelSource, version: str, backend: Backend, previous: DriftMonitor | None
@@ -162,6 +163,17 @@ class Gateway:
             spec = settings.models[source.name].drift if source.name in settings.models else None
             if spec is None:
                 return None
+            signature = backend.signature
+            if spec.live is not None:  # learned from the baseline's traffic (gateway/drift/live.py)
+                return self.live_references.monitor(
+                    source.name,
+                    version,
+                    source.versions,
+                    signature.max_batch_size > 0,
+                    lambda p: p.check(_widths(signature.inputs), _widths(signature.outputs)),
+                    previous,
+                )
+            assert isinstance(spec.reference, Path)
             if spec.reference not in profiles:
                 try:
                     profiles[spec.reference] = load_profile(spec.reference)
@@ -275,6 +287,8 @@ class Gateway:
         if self._snapshot_dir is not None:
             self._spawn(self._publish_snapshots(self._snapshot_dir))
         self._spawn(self._watch_config())
+        if self.live_references.active:
+            self._spawn(self._watch_live_references())
         if self.plane is not None:
             self._spawn(self._drive_plane(self.plane))
 
@@ -288,6 +302,16 @@ class Gateway:
         while not self._closing:
             await asyncio.to_thread(self.metrics.write_snapshot, directory)
             await asyncio.sleep(SNAPSHOT_S)
+
+    async def _watch_live_references(self) -> None:
+        """Hand the baseline's rows to the control plane, and its learned profile to the
+        monitors (gateway/drift/live.py), every SNAPSHOT_S."""
+        while not self._closing:
+            await asyncio.sleep(SNAPSHOT_S)
+            try:
+                await asyncio.to_thread(self.live_references.poll)
+            except Exception:  # drift must never take serving down
+                log.exception("live drift reference poll failed")
 
     async def _drive_plane(self, plane: ControlPlane) -> None:
         """The control plane, when this process is the whole gateway: the config file and the

@@ -9,18 +9,20 @@ environment variables (top-level fields, e.g. GATEWAY_GRPC_PORT=9001) < command-
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -30,6 +32,7 @@ from pydantic import (
 __all__ = [
     "ConfigSource",
     "DriftSettings",
+    "LiveReference",
     "ModelSettings",
     "OnnxRuntimeSettings",
     "Settings",
@@ -227,10 +230,41 @@ class RolloutSettings(_Strict):
         return value
 
 
+class LiveReference(_Strict):
+    """A reference profile learned from live traffic: the baseline version's most recent `rows`
+    rows (README: Drift). `reference: live` is short for `reference: {live: baseline}`."""
+
+    live: str = Field(
+        "baseline",
+        description="The version whose traffic is the reference: `baseline` (the rollout's baseline, "
+        "else the version with the most traffic weight, else the newest) or a version like 1.",
+    )
+    rows: int = Field(10_000, ge=10, le=1_000_000, description="Rows the reference is learned from.")
+    bins: int = Field(10, ge=2, le=256, description="Quantile bins per numeric feature.")
+    categorical: list[int] = Field(
+        default_factory=list,
+        description="Float input features (indices) counted as category codes, as "
+        "`modelgate profile build --categorical` does; integer inputs' features are anyway.",
+    )
+
+    @field_validator("live")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value != "baseline" and not _is_version(value):
+            raise ValueError(f"live must be `baseline` or a version like 1, 2, 3, got {value!r}")
+        return value
+
+
 class DriftSettings(_Strict):
     """Drift monitoring of a model's inputs and outputs against a reference profile."""
 
-    reference: Path = Field(description="The profile (.npz) that `modelgate profile build` made.")
+    reference: Annotated[
+        Annotated[Path, Tag("file")] | Annotated[LiveReference, Tag("live")],
+        Discriminator(lambda v: "live" if isinstance(v, dict | LiveReference) else "file"),
+    ] = Field(
+        description="The profile (.npz) that `modelgate profile build` made, or `live` / "
+        "{live: baseline|VERSION, rows: N, bins: B}: learned from the baseline's live traffic."
+    )
     window: int = Field(10_000, ge=1, description="Rows per window (unless window_s is set).")
     window_s: float | None = Field(None, gt=0, description="Seconds per window instead of rows.")
     score: Literal["psi", "js", "ks", "wasserstein"] = Field(
@@ -240,6 +274,22 @@ class DriftSettings(_Strict):
     features: list[str | int] | None = Field(
         None, description="Input features that count toward alerts (names or indices); null: all."
     )
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _live_shorthand(cls, value: Any) -> Any:
+        if value == "live":
+            return {"live": "baseline"}
+        if isinstance(value, dict) and "live" not in value:
+            raise ValueError(
+                "a live reference needs `live: baseline` (or a version), e.g. {live: baseline, rows: 10000}"
+            )
+        return value
+
+    @property
+    def live(self) -> LiveReference | None:
+        """The live reference's settings; None when the reference is a profile file."""
+        return self.reference if isinstance(self.reference, LiveReference) else None
 
 
 class ModelSettings(_Strict):
@@ -330,6 +380,23 @@ class ModelSettings(_Strict):
             return self.rollout.baseline
         others = {v: w for v, w in (self.traffic or {}).items() if v != self.rollout.canary}
         return max(sorted(others, key=int), key=lambda v: others[v])
+
+    def live_reference_version(self, versions: Iterable[str]) -> str | None:
+        """The version whose traffic a live drift reference learns from (None: no live
+        reference, or no version): the one named, else the rollout's baseline, else the
+        version with the most traffic weight, else the newest of `versions`."""
+        live = self.drift.live if self.drift is not None else None
+        if live is None:
+            return None
+        if live.live != "baseline":
+            return live.live
+        baseline = self.rollout_baseline()
+        if baseline is not None:
+            return baseline
+        weights = {v: w for v, w in (self.traffic or {}).items() if w > 0}
+        if weights:
+            return max(sorted(weights, key=int), key=lambda v: weights[v])
+        return max(versions, key=int, default=None)
 
 
 class TracingSettings(_Strict):

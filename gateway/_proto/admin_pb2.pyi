@@ -216,7 +216,7 @@ class DriftVersion(_message.Message):
     def __init__(self, version: _Optional[str] = ..., alert: _Optional[bool] = ..., reason: _Optional[str] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class DriftFeature(_message.Message):
-    __slots__ = ("version", "tensor", "role", "feature", "window_rows", "psi", "js", "ks", "wasserstein", "nan_rate", "counts", "over", "out_of_range_rate", "edges", "reference_counts", "live_counts")
+    __slots__ = ("version", "tensor", "role", "feature", "window_rows", "psi", "js", "ks", "wasserstein", "nan_rate", "counts", "over", "out_of_range_rate", "edges", "reference_counts", "live_counts", "kind")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +233,7 @@ class DriftFeature(_message.Message):
     EDGES_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     LIVE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     version: str
     tensor: str
     role: str
@@ -249,18 +250,29 @@ class DriftFeature(_message.Message):
     edges: _containers.RepeatedScalarFieldContainer[float]
     reference_counts: _containers.RepeatedScalarFieldContainer[int]
     live_counts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, version: _Optional[str] = ..., tensor: _Optional[str] = ..., role: _Optional[str] = ..., feature: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., nan_rate: _Optional[float] = ..., counts: _Optional[bool] = ..., over: _Optional[bool] = ..., out_of_range_rate: _Optional[float] = ..., edges: _Optional[_Iterable[float]] = ..., reference_counts: _Optional[_Iterable[int]] = ..., live_counts: _Optional[_Iterable[int]] = ...) -> None: ...
+    kind: str
+    def __init__(self, version: _Optional[str] = ..., tensor: _Optional[str] = ..., role: _Optional[str] = ..., feature: _Optional[str] = ..., window_rows: _Optional[int] = ..., psi: _Optional[float] = ..., js: _Optional[float] = ..., ks: _Optional[float] = ..., wasserstein: _Optional[float] = ..., nan_rate: _Optional[float] = ..., counts: _Optional[bool] = ..., over: _Optional[bool] = ..., out_of_range_rate: _Optional[float] = ..., edges: _Optional[_Iterable[float]] = ..., reference_counts: _Optional[_Iterable[int]] = ..., live_counts: _Optional[_Iterable[int]] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class GetDriftReferenceResponse(_message.Message):
+    __slots__ = ("profile", "reference")
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    profile: bytes
+    reference: str
+    def __init__(self, profile: _Optional[bytes] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class GetDriftReportResponse(_message.Message):
-    __slots__ = ("model", "score", "alert", "versions", "features")
+    __slots__ = ("model", "score", "alert", "versions", "features", "reference")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ALERT_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     score: str
     alert: float
     versions: _containers.RepeatedCompositeFieldContainer[DriftVersion]
     features: _containers.RepeatedCompositeFieldContainer[DriftFeature]
-    def __init__(self, model: _Optional[str] = ..., score: _Optional[str] = ..., alert: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[DriftVersion, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[DriftFeature, _Mapping]]] = ...) -> None: ...
+    reference: str
+    def __init__(self, model: _Optional[str] = ..., score: _Optional[str] = ..., alert: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[DriftVersion, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[DriftFeature, _Mapping]]] = ..., reference: _Optional[str] = ...) -> None: ...

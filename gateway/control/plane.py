@@ -51,11 +51,12 @@ from ..telemetry._routing import DIFF_BOUNDS, RECENT
 from .config import REQUESTS, TRAFFIC_FIELDS, Published, publish, read_json, read_published, write_json
 from .rollout import RolloutDriver, Snapshots
 
-__all__ = ["ADMIN_FILE", "Change", "ControlPlane", "restart_only_changes"]
+__all__ = ["ADMIN_FILE", "DRIFT_DIR", "Change", "ControlPlane", "restart_only_changes"]
 
 log = logging.getLogger("gateway.control")
 
 ADMIN_FILE = "admin.json"  # in state_dir: the admin API's changes, per model
+DRIFT_DIR = "drift"  # in the run directory: live drift references (gateway/drift/live.py)
 TICK_S = 0.25  # how often the plane looks at the config file and the rollouts
 
 
@@ -135,7 +136,7 @@ class ControlPlane:
         self.started = settings  # what the processes started with: only traffic changes later
         self.source = source
         self.run_dir = run_dir
-        self.drift = DriftTracker(clock)
+        self.drift = DriftTracker(clock, run_dir / DRIFT_DIR)
         self.drift.configure(settings)
         self.rollouts = RolloutDriver(settings.state_dir, snapshots, clock, versus=self.drift.versus)
         self._admin_path = settings.state_dir / ADMIN_FILE
@@ -524,6 +525,22 @@ class ControlPlane:
                 f"model '{model}' has no drift monitoring (give it `drift:` in the config)"
             )
         return self.drift.report(model, version)
+
+    def drift_reference(self, model: str) -> tuple[bytes, str]:
+        """A model's reference profile file (bytes), and where it came from."""
+        self._check_known(model)
+        if self.drift.settings_of(model) is None:
+            raise FailedPrecondition(
+                f"model '{model}' has no drift monitoring (give it `drift:` in the config)"
+            )
+        state = self.drift.reference_state(model)
+        path = self.drift.reference_file(model)
+        if path is None:
+            raise FailedPrecondition(f"model '{model}': no reference yet ({state})")
+        try:
+            return path.read_bytes(), state
+        except OSError as exc:
+            raise FailedPrecondition(f"model '{model}': the reference cannot be read ({exc})") from None
 
     def rollout_status(self, model: str = "") -> list[dict[str, Any]]:
         status = self.rollouts.status()

@@ -1,9 +1,10 @@
 """`modelgate drift report MODEL --html FILE`: one self-contained page to look at, not read.
 
-Per feature (worst first): the reference's share per bin beside the last window's, as inline SVG
-bars, with every score. No external script, style or font, so it opens anywhere, offline. A few
-lines of script count what was drawn into the page's summary line (a test opens the page in a
-real headless browser and reads that line back).
+Per feature (worst first): the reference's share per bin (per category, "other" last, for a
+categorical feature) beside the last window's, as inline SVG bars, with every score. No
+external script, style or font, so it opens anywhere, offline. A few lines of script count what
+was drawn into the page's summary line (a test opens the page in a real headless browser and
+reads that line back).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = ["render"]
 WIDTH, HEIGHT, PAD = 360, 120, 18
 
 
-def _bars(reference: Sequence[int], live: Sequence[int]) -> str:
+def _bars(reference: Sequence[int], live: Sequence[int], categorical: bool = False) -> str:
     bins = max(1, len(reference))
     ref_total, live_total = sum(reference) or 1, sum(live) or 1
     shares = [(r / ref_total, lv / live_total) for r, lv in zip(reference, live, strict=False)]
@@ -31,21 +32,35 @@ def _bars(reference: Sequence[int], live: Sequence[int]) -> str:
             out.append(
                 f'<rect class="{kind}" x="{x + j * slot / 2:.1f}" y="{HEIGHT - PAD - h:.1f}" '
                 f'width="{slot / 2 - 1:.1f}" height="{h:.1f}">'
-                f"<title>bin {i}: {kind} {100 * share:.1f}%</title></rect>"
+                f"<title>{_slot(i, bins, categorical)}: {kind} {100 * share:.1f}%</title></rect>"
             )
     return "".join(out)
 
 
+def _slot(i: int, slots: int, categorical: bool) -> str:
+    if not categorical:
+        return f"bin {i}"
+    return "other" if i == slots - 1 else f"category {i}"
+
+
 def _feature(f: Any, score: str) -> str:
+    categorical = f.kind == "categorical"
     edges = list(f.edges)
     span = f"{edges[0]:.4g} .. {edges[-1]:.4g}" if edges else ""
-    title = f"version {f.version} · {f.role} {f.tensor} · feature {f.feature}"
+    if categorical:
+        span = f"codes 0 .. {len(f.reference_counts) - 2}, then other"
+    kind = " (categorical)" if categorical else ""
+    title = f"version {f.version} · {f.role} {f.tensor} · feature {f.feature}{kind}"
     flag = ' <b class="over">over the alert</b>' if f.over else ""
-    scores = (
-        f"PSI {f.psi:.4f} · JS {f.js:.4f} · KS {f.ks:.4f} · W1 {f.wasserstein:.4g} · "
-        f"NaN {100 * f.nan_rate:.2f}% · out of range {100 * f.out_of_range_rate:.2f}% · {f.window_rows} rows"
-    )
-    bars = _bars(list(f.reference_counts), list(f.live_counts))
+    if categorical:  # no order between categories: KS and W1 both read the total variation
+        spread = f"PSI {f.psi:.4f} · JS {f.js:.4f} · TV {f.ks:.4f} · other {100 * f.out_of_range_rate:.2f}%"
+    else:
+        spread = (
+            f"PSI {f.psi:.4f} · JS {f.js:.4f} · KS {f.ks:.4f} · W1 {f.wasserstein:.4g} · "
+            f"NaN {100 * f.nan_rate:.2f}% · out of range {100 * f.out_of_range_rate:.2f}%"
+        )
+    scores = f"{spread} · {f.window_rows} rows"
+    bars = _bars(list(f.reference_counts), list(f.live_counts), categorical)
     svg = (
         f'<svg width="{WIDTH}" height="{HEIGHT}" role="img">{bars}'
         f'<text x="{PAD}" y="{HEIGHT - 4}">{html.escape(span)}</text></svg>'
@@ -76,6 +91,7 @@ svg text {{ font-size: 10px; fill: #666; }}
 </style></head>
 <body>
 <h1>drift of {html.escape(report.model)}</h1>
+<p>{html.escape(report.reference)}</p>
 <p>Grey: the reference's share per bin; orange: the last window's. Alerts when the worst counted
 feature's {html.escape(report.score)} is over {report.alert:g}. Worst first.</p>
 <ul>{versions}</ul>

@@ -13,6 +13,12 @@ p-value flags everything once the window is large, a distance says how far apart
 
 `p` is the reference's share per bin, `q` the live one's; rows (features) with no live value
 score 0 (nothing to compare).
+
+Categorical features (`categorical_scores`) have shares per category, "other" included, and no
+order: PSI and JS are the same sums over them; KS and Wasserstein-1 need an order or a distance
+between values, so both read the total variation distance, 1/2 sum |q - p| (the largest gap in
+share over any set of categories: what KS becomes without an order, and what W1 is when any two
+categories are 1 apart).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["EPS", "SCORES", "Score", "bin_positions", "score"]
+__all__ = ["EPS", "SCORES", "Score", "bin_positions", "categorical_scores", "score"]
 
 Score = Literal["psi", "js", "ks", "wasserstein"]
 SCORES: tuple[Score, ...] = ("psi", "js", "ks", "wasserstein")
@@ -66,5 +72,20 @@ def score(
         out = (cdf_gap * gaps).sum(axis=1)
     else:
         raise ValueError(f"unknown score '{kind}' (one of {', '.join(SCORES)})")
+    out[no_ref | no_live] = 0.0
+    return np.asarray(out, dtype=np.float64)
+
+
+def categorical_scores(
+    kind: Score, reference: NDArray[np.integer] | F64, live: NDArray[np.integer] | F64
+) -> F64:
+    """The score per categorical feature; `reference` and `live` are counts per category (F, K + 1)."""
+    if kind in ("psi", "js"):
+        return score(kind, reference, live, np.zeros((len(reference), 2)))
+    if kind not in SCORES:
+        raise ValueError(f"unknown score '{kind}' (one of {', '.join(SCORES)})")
+    p, no_ref = _shares(reference)
+    q, no_live = _shares(live)
+    out = np.abs(q - p).sum(axis=1) / 2
     out[no_ref | no_live] = 0.0
     return np.asarray(out, dtype=np.float64)

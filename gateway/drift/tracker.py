@@ -7,11 +7,14 @@ Windows are consecutive: one ends once `window` rows have been seen since it beg
 `window_s`, once that many seconds have passed and it saw a row), and the next begins there.
 
 Each ended window is scored per feature against the reference profile with every score
-(gateway/drift/scores.py): the inputs of every version, the outputs of the version the profile
-was built from (another version's outputs differ by design). The model's configured `score`
-decides its alert: the worst feature (of `features`, for inputs; every output feature) over
-`alert`. An alert is a log line when it
-starts and when it clears, `modelgate_drift_alert` on /metrics, and in the drift report.
+(gateway/drift/scores.py; categorical features: `categorical_scores`): the inputs of every
+version, the outputs of the version the profile was built from (another version's outputs
+differ by design), or, with a live reference (gateway/drift/live.py), of every version: it is
+learned from the baseline's traffic to compare the others with. A live reference's model has no
+window until the reference is learned (`reference_state` says how far it is). The model's
+configured `score` decides its alert: the worst feature (of `features`, for inputs; every output
+feature) over `alert`. An alert is a log line when it starts and when it clears,
+`modelgate_drift_alert` on /metrics, and in the drift report.
 
 The rollout gate `max_drift` reads `versus`: the canary's outputs scored against the baseline's
 over the step, in the profile's output bins (prediction drift between the versions; both see
@@ -31,8 +34,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..settings import DriftSettings, Settings
+from .live import LiveLearner
 from .profile import Profile, ProfileError, TensorProfile, load_profile
-from .scores import SCORES, Score, score
+from .scores import SCORES, Score, categorical_scores, score
 
 __all__ = ["DriftTracker", "drift_counts"]
 
@@ -44,7 +48,7 @@ Key = tuple[str, str, str]  # model, version, tensor
 @dataclass(frozen=True)
 class _Counts:
     rows: int
-    bins: NDArray[np.int64]  # (F, B)
+    bins: NDArray[np.int64]  # flat: numeric bins, then categorical counts (TensorProfile.split)
     nan: NDArray[np.int64]  # (F,)
     out: NDArray[np.int64]  # (F,): outside the reference's [min, max]
 
@@ -61,7 +65,7 @@ class WindowScores:
     scores: dict[Score, NDArray[np.float64]]  # per feature
     nan_rate: NDArray[np.float64]
     out_of_range_rate: NDArray[np.float64]
-    live: NDArray[np.int64]  # (F, B): the window's counts per bin
+    live: NDArray[np.int64]  # the window's counts, flat (TensorProfile.split)
     ended: float  # unix time
 
 
@@ -90,10 +94,30 @@ def drift_counts(snapshots: Iterable[dict[str, Any]]) -> dict[Key, Sums]:
     return out
 
 
+def tensor_scores(
+    tensor: TensorProfile, reference: NDArray[np.int64], live: NDArray[np.int64]
+) -> dict[Score, NDArray[np.float64]]:
+    """Every score per feature of a tensor, from flat counts (TensorProfile.split)."""
+    ref_bins, ref_codes = tensor.split(reference)
+    live_bins, live_codes = tensor.split(live)
+    numeric, categorical = list(tensor.numeric), list(tensor.categorical)
+    out = {}
+    for kind in SCORES:
+        values = np.zeros(tensor.n_features)
+        if numeric:
+            values[numeric] = score(kind, ref_bins, live_bins, tensor.edges)
+        if categorical:
+            values[categorical] = categorical_scores(kind, ref_codes, live_codes)
+        out[kind] = values
+    return out
+
+
 class DriftTracker:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, folder: Path | None = None) -> None:
         self._clock = clock
-        self._specs: dict[str, tuple[DriftSettings, Profile]] = {}
+        self._learner = LiveLearner(folder) if folder is not None else None
+        self._specs: dict[str, tuple[DriftSettings, Profile | None]] = {}
+        self.filling: dict[str, tuple[int, str]] = {}  # live references not learned yet: rows, version
         self._profiles: dict[Path, tuple[int, Profile]] = {}  # path -> (mtime, profile)
         self._start: dict[Key, _Start] = {}
         self.last: dict[Key, WindowScores] = {}
@@ -107,7 +131,12 @@ class DriftTracker:
             if model.drift is None:
                 continue
             try:
-                specs[name] = (model.drift, self._profile(model.drift.reference))
+                if model.drift.live is not None:
+                    learned = self._learner.learned(name) if self._learner is not None else None
+                    specs[name] = (model.drift, learned)
+                else:
+                    assert isinstance(model.drift.reference, Path)
+                    specs[name] = (model.drift, self._profile(model.drift.reference))
             except ProfileError as exc:
                 log.error("model '%s': drift monitoring off: %s", name, exc)
         self._specs = specs
@@ -128,21 +157,18 @@ class DriftTracker:
         """Cut and score the windows that ended; True when any did."""
         if not self._specs:
             return False
+        self._learn()
         now = self._clock()
         ended: set[tuple[str, str]] = set()
         for key, (rows, bins, nan, outside) in drift_counts(snapshots).items():
-            found = self._specs.get(key[0])
-            tensor = found[1].tensors.get(key[2]) if found is not None else None
-            if found is None or tensor is None or len(bins) != tensor.counts.size:
+            spec, profile = self._specs.get(key[0], (None, None))
+            tensor = profile.tensors.get(key[2]) if profile is not None else None
+            if spec is None or profile is None or tensor is None or len(bins) != tensor.flat_size:
                 continue
-            if tensor.role == "output" and key[1] != found[1].version:
+            if tensor.role == "output" and key[1] != profile.version and spec.live is None:
                 continue  # another version's outputs are not the profile's to judge (see versus)
-            spec = found[0]
             counts = _Counts(
-                rows,
-                np.asarray(bins, np.int64).reshape(tensor.counts.shape),
-                np.asarray(nan, np.int64),
-                np.asarray(outside, np.int64),
+                rows, np.asarray(bins, np.int64), np.asarray(nan, np.int64), np.asarray(outside, np.int64)
             )
             start = self._start.get(key)
             if start is None or rows < start.counts.rows:  # first sight, or the counts started over:
@@ -161,7 +187,7 @@ class DriftTracker:
             window = counts.bins - start.counts.bins
             self.last[key] = WindowScores(
                 seen,
-                {kind: score(kind, tensor.counts, window, tensor.edges) for kind in SCORES},
+                tensor_scores(tensor, tensor.reference, window),
                 (counts.nan - start.counts.nan) / seen,
                 (counts.out - start.counts.out) / seen,
                 window,
@@ -174,9 +200,50 @@ class DriftTracker:
             self._judge(model, version)
         return bool(ended)
 
+    def _learn(self) -> None:
+        """Learn the live references whose rows are in (gateway/drift/live.py)."""
+        if self._learner is None:
+            return
+        for name, (spec, profile) in self._specs.items():
+            if spec.live is None or profile is not None:
+                continue
+            learned = self._learner.learn(name, spec.live)
+            if learned is None:
+                self.filling[name] = self._learner.filling(name)
+            else:
+                self._specs[name] = (spec, learned)
+                self.filling.pop(name, None)
+
+    def reference_state(self, model: str) -> str:
+        """Where a model's reference comes from, and, for a live one, how far it is."""
+        found = self._specs.get(model)
+        if found is None:
+            return ""
+        spec, profile = found
+        if spec.live is None:
+            return f"reference: {spec.reference}"
+        if profile is None:
+            rows, version = self.filling.get(model, (0, ""))
+            of = f" of version {version}" if version else f" ({spec.live.live})"
+            return f"reference filling: {min(rows, spec.live.rows)} of {spec.live.rows} rows{of} (live)"
+        where = f" ({self._learner.path(model)})" if self._learner is not None else ""
+        return f"reference: {profile.source or 'live'}{where}"
+
+    def reference_file(self, model: str) -> Path | None:
+        """The file that holds a model's reference profile; None while a live one fills."""
+        spec, profile = self._specs.get(model, (None, None))
+        if spec is None or profile is None:
+            return None
+        if spec.live is None:
+            assert isinstance(spec.reference, Path)
+            return spec.reference
+        return self._learner.path(model) if self._learner is not None else None
+
     def _worst(self, model: str, version: str) -> tuple[float, str]:
         spec, profile = self._specs[model]
         worst, where = 0.0, ""
+        if profile is None:
+            return worst, where
         for name, tensor in profile.tensors.items():
             last = self.last.get((model, version, name))
             if last is None:
@@ -218,18 +285,17 @@ class DriftTracker:
     ) -> tuple[float, str] | None:
         """The canary's outputs scored against the baseline's (bins counted over the same span):
         the worst output feature, and where; None without a profile or data on both sides."""
-        found = self._specs.get(model)
-        if found is None:
+        spec, profile = self._specs.get(model, (None, None))
+        if spec is None or profile is None:
             return None
-        spec, profile = found
         worst: tuple[float, str] | None = None
         for name, tensor in profile.tensors.items():
             c, b = canary.get(name), baseline.get(name)
             if tensor.role != "output" or c is None or b is None or not c.sum() or not b.sum():
                 continue
-            values = score(
-                spec.score, b.reshape(tensor.counts.shape), c.reshape(tensor.counts.shape), tensor.edges
-            )
+            if c.size != tensor.flat_size or b.size != tensor.flat_size:
+                continue
+            values = tensor_scores(tensor, b, c)[spec.score]
             i = int(np.argmax(values))
             if worst is None or values[i] > worst[0]:
                 worst = (float(values[i]), f"output '{name}' feature {_label(tensor, i)}")
@@ -237,17 +303,18 @@ class DriftTracker:
 
     def report(self, model: str, version: str = "") -> list[dict[str, Any]]:
         """Per version, tensor and feature: the last window's scores, worst first."""
-        found = self._specs.get(model)
-        if found is None:
+        spec, profile = self._specs.get(model, (None, None))
+        if spec is None or profile is None:
             return []
-        spec, profile = found
         rows: list[dict[str, Any]] = []
         for (m, v, name), last in self.last.items():
             if m != model or (version and v != version):
                 continue
             tensor = profile.tensors[name]
             counted = set(_selected(spec, tensor))
+            shapes = _per_feature(tensor, tensor.reference, last.live)
             for i in range(tensor.n_features):
+                feature_kind, edges, reference, live = shapes[i]
                 row: dict[str, Any] = {
                     "model": m,
                     "version": v,
@@ -257,9 +324,10 @@ class DriftTracker:
                     "window_rows": last.rows,
                     "nan_rate": float(last.nan_rate[i]),
                     "out_of_range_rate": float(last.out_of_range_rate[i]),
-                    "edges": tensor.edges[i].tolist(),
-                    "reference_counts": tensor.counts[i].tolist(),
-                    "live_counts": last.live[i].tolist(),
+                    "kind": feature_kind,
+                    "edges": edges,
+                    "reference_counts": reference,
+                    "live_counts": live,
                     **{kind: float(last.scores[kind][i]) for kind in SCORES},
                     "counts": i in counted,  # toward the alert
                     "over": i in counted and float(last.scores[spec.score][i]) > spec.alert,
@@ -278,6 +346,8 @@ class DriftTracker:
         scores = []
         for (model, version, name), last in sorted(self.last.items()):
             spec, profile = self._specs[model]
+            if profile is None:
+                continue
             tensor = profile.tensors[name]
             values = last.scores[spec.score]
             scores.append(
@@ -297,6 +367,23 @@ class DriftTracker:
             for (m, v), n in sorted(self.windows.items())
         ]
         return {"drift": {"scores": scores, "versions": versions}}
+
+
+def _per_feature(
+    tensor: TensorProfile, reference: NDArray[np.int64], live: NDArray[np.int64]
+) -> list[tuple[str, list[float], list[int], list[int]]]:
+    """Per feature: its kind, edges (none for a categorical one), the reference's and the live
+    counts (a categorical feature's: codes 0..K-1, then "other")."""
+    ref_bins, ref_codes = tensor.split(reference)
+    live_bins, live_codes = tensor.split(live)
+    out: list[tuple[str, list[float], list[int], list[int]]] = [("", [], [], [])] * tensor.n_features
+    for j, i in enumerate(tensor.numeric):
+        out[i] = ("numeric", tensor.edges[j].tolist(), ref_bins[j].tolist(), live_bins[j].tolist())
+    for j, i in enumerate(tensor.categorical):
+        k = int(tensor.n_categories[j])
+        keep = [*range(k), -1]
+        out[i] = ("categorical", [], ref_codes[j, keep].tolist(), live_codes[j, keep].tolist())
+    return out
 
 
 def _label(tensor: TensorProfile, i: int) -> str:

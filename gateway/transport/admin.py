@@ -155,8 +155,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         ]
         features = [pb.DriftFeature(**{k: v for k, v in r.items() if k != "model"}) for r in rows]
         return pb.GetDriftReportResponse(
-            model=request.model, score=spec.score, alert=spec.alert, versions=versions, features=features
+            model=request.model,
+            score=spec.score,
+            alert=spec.alert,
+            versions=versions,
+            features=features,
+            reference=plane.drift.reference_state(request.model),
         )
+
+    @handled
+    async def GetDriftReference(self, request: pb.ModelRequest, context: Any) -> pb.GetDriftReferenceResponse:
+        _need(request.model, "model")
+        profile, reference = self._plane.drift_reference(request.model)
+        return pb.GetDriftReferenceResponse(profile=profile, reference=reference)
 
 
 def _need(value: str, name: str) -> None:

@@ -31,14 +31,19 @@ def profiled(tmp_path: Path, seeds: dict[int, int]) -> tuple[Path, Path]:
     data = tmp_path / "train.npy"
     np.save(data, np.random.default_rng(3).normal(size=(20_000, 32)).astype(np.float32))
     profile = tmp_path / "m.npz"
+    assert "input x (32 features), output y (8 features)" in build(models, data, profile)
+    return models, profile
+
+
+def build(models: Path, data: Path, profile: Path) -> str:
+    """`modelgate profile build` of model m version 1 on `data`: what it printed."""
     done = subprocess.run(
         [sys.executable, "-m", "gateway", "profile", "build", str(data), "--model", "m", "--version", "1",
          "-o", str(profile), "--model-repository", str(models)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "input x (32 features), output y (8 features)" in done.stdout
-    return models, profile
+    return done.stdout
 
 
 def browse(page: Path) -> str:
@@ -104,8 +109,9 @@ def test_a_shifted_stream_alerts_on_metrics_in_the_log_and_in_the_report(
         assert report.returncode == 0, report.stderr
         lines = report.stdout.splitlines()
         assert lines[0] == "m: alerts when the worst feature's psi is over 0.05"
-        assert "version 1:" in lines[1] and "ALERT: input 'x' feature 5" in lines[1]
-        worst = lines[3].split()
+        assert lines[1] == f"  reference: {profile}"
+        assert "version 1:" in lines[2] and "ALERT: input 'x' feature 5" in lines[2]
+        worst = lines[4].split()
         assert worst[:3] == ["1", "x", "5"] and worst[-1] == "over", report.stdout
         assert int(worst[3]) >= 1000  # the window holds every worker's rows
         page = tmp_path / "drift.html"
