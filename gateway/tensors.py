@@ -30,8 +30,10 @@ __all__ = [
     "encode_bytes",
     "encode_outputs",
     "join_parts",
+    "raw_outputs",
     "raw_parts",
     "requested_outputs",
+    "wire_field",
 ]
 
 
@@ -402,6 +404,43 @@ def join_parts(parts: Sequence[tuple[bytes, ...]], rows: int, signature: Signatu
     return arrays
 
 
+def raw_outputs(
+    outputs: Mapping[str, np.ndarray], names: Sequence[str], signature: Signature
+) -> list[np.ndarray] | None:
+    """A batch's outputs `names`, each in its declared datatype's raw (little-endian) form, for
+    answers cut from them as bytes (`wire_field`). None when one is BYTES (encode_outputs takes
+    those). An array whose dtype disagrees with its declared datatype is a backend fault."""
+    arrays = []
+    for name in names:
+        array = outputs[name]
+        spec = signature.output(name)
+        datatype = spec.datatype if spec is not None else datatype_of(array)
+        if datatype == "BYTES":
+            return None
+        arrays.append(np.ascontiguousarray(_raw_form(name, array, datatype)))
+    return arrays
+
+
+def _raw_form(name: str, array: np.ndarray, datatype: str) -> np.ndarray:
+    want = DATATYPES[datatype].dtype
+    if array.dtype != want:
+        if array.dtype.newbyteorder("=") != want.newbyteorder("="):
+            raise Internal(f"output '{name}' is declared {datatype} but the backend returned {array.dtype}")
+        array = array.astype(want)  # byte order only
+    return array
+
+
+def wire_field(number: int, data: bytes) -> bytes:
+    """One length-delimited protobuf field (a string, bytes or message field) on the wire."""
+    size = len(data)
+    head = bytearray([number << 3 | 2])
+    while size > 0x7F:
+        head.append(size & 0x7F | 0x80)
+        size >>= 7
+    head.append(size)
+    return bytes(head) + data
+
+
 def requested_outputs(request: Any, signature: Signature) -> tuple[str, ...]:
     """Names of the outputs the request asked for (all of them when it names none)."""
     if not request.outputs:
@@ -431,11 +470,4 @@ def encode_outputs(response: Any, outputs: Mapping[str, np.ndarray], signature: 
         if datatype == "BYTES":
             raw.append(encode_bytes(array))
             continue
-        want = DATATYPES[datatype].dtype
-        if array.dtype != want:
-            if array.dtype.newbyteorder("=") != want.newbyteorder("="):
-                raise Internal(
-                    f"output '{name}' is declared {datatype} but the backend returned {array.dtype}"
-                )
-            array = array.astype(want)  # byte order only
-        raw.append(array.tobytes())
+        raw.append(_raw_form(name, array, datatype).tobytes())

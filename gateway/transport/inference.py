@@ -273,10 +273,11 @@ class _Answer:
         self.call_id = call_id
         self.span = span
 
-    def __call__(self, response: pb.ModelInferResponse | None, error: BaseException | None) -> None:
+    def __call__(self, response: pb.ModelInferResponse | bytes | None, error: BaseException | None) -> None:
         server, span = self.server, self.span
         if response is not None:
-            server.respond(self.call_id, response.SerializeToString())
+            data = response if isinstance(response, bytes) else response.SerializeToString()
+            server.respond(self.call_id, data)
             if span is not None:
                 _finish(span, "OK")
             return

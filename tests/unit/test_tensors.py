@@ -552,3 +552,18 @@ def test_property_random_requests_only_invalid_argument(
         assert "'t'" in exc.message
         return
     assert arrays["t"].shape == tuple(shape)
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16_383, 16_384, 2_097_152])
+def test_wire_field_parses_as_protobuf_does(size: int) -> None:
+    from gateway._proto import inference_pb2 as pb
+    from gateway.tensors import wire_field
+
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    message = pb.ModelInferResponse.FromString(
+        wire_field(3, b"req-7") + wire_field(6, data) + wire_field(6, b"x")
+    )
+    assert message.id == "req-7"
+    assert list(message.raw_output_contents) == [data, b"x"]
+    expected = pb.ModelInferResponse(id="req-7", raw_output_contents=[data, b"x"]).SerializeToString()
+    assert wire_field(3, b"req-7") + wire_field(6, data) + wire_field(6, b"x") == expected
