@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from . import __version__
 from ._proto import inference_pb2 as pb
@@ -25,7 +26,8 @@ from .errors import (
 from .registry import READY, Model, ModelVersion, Registry
 from .routing import Route, TrafficPolicy
 from .shadow import Mirror
-from .telemetry import Metrics
+from .telemetry import STATISTICS, Metrics, fold
+from .telemetry.cost import COST, CallCost
 from .telemetry.tracing import CALL, Trace
 from .tensors import decode_inputs, encode_outputs, requested_outputs
 
@@ -47,9 +49,13 @@ class DataPlane:
         model_control: ModelControl | None = None,
         max_inflight: int = 0,
         max_inflight_bytes: int = 0,
+        peers: Callable[[], Iterable[dict[str, Any]]] | None = None,
     ) -> None:
         """`model_control` carries RepositoryModelLoad/Unload to every serving process (the
-        control plane's path); None refuses them."""
+        control plane's path); None refuses them. `peers` reads the other serving processes'
+        snapshots (blocking: it runs in a thread), for ModelStatistics; None: this process is
+        the only one."""
+        self._peers = peers
         self.registry = registry
         self._metrics = metrics
         self._model_control = model_control
@@ -128,23 +134,20 @@ class DataPlane:
                 mirrored = self.mirror.send(model, served, arrays, rows, names, trace)
             decoded = time.perf_counter_ns()
             batcher = served.batcher
+            priority = 0
+            want_cost = False
+            if request.parameters:  # priority and the queue timeout matter only when queued
+                priority, queue_deadline, want_cost = _scheduling(request, deadline)
+                if batcher is not None:
+                    deadline = queue_deadline
             if batcher is None:
-                if trace is None:
-                    outputs = await served.run(arrays, names, deadline)
-                else:  # the backend call belongs to this request's trace
-                    token = CALL.set(trace)
-                    try:
-                        outputs = await served.run(arrays, names, deadline)
-                    finally:
-                        CALL.reset(token)
+                cost = CallCost()
+                outputs = await _run_once(served, arrays, names, deadline, trace, cost)
                 inferred = time.perf_counter_ns()
                 queue_ns, infer_ns = 0, inferred - decoded
                 batch_rows = rows
-                stats.executed(rows, infer_ns)
+                stats.executed(rows, infer_ns, cost)
             else:
-                priority = 0
-                if request.parameters:
-                    priority, deadline = _scheduling(request, deadline)
                 result = await batcher.submit(arrays, rows, deadline, priority, trace)
                 inferred = time.perf_counter_ns()
                 outputs = (
@@ -153,6 +156,7 @@ class DataPlane:
                     else {n: result.outputs[n] for n in names}
                 )
                 queue_ns, infer_ns, batch_rows = result.queue_ns, result.compute_ns, result.batch_rows
+                cost = result.cost or CallCost()
             if mirrored is not None:
                 mirrored.set_result(outputs)
             response = pb.ModelInferResponse(
@@ -162,6 +166,8 @@ class DataPlane:
             params = response.parameters
             params["route"].string_param = route
             params["policy_revision"].int64_param = router.revision
+            if want_cost:
+                _add_cost(params, cost, rows, batch_rows)
         except GatewayError as exc:
             stats.failed(exc.code, time.perf_counter_ns() - start)
             raise
@@ -232,22 +238,29 @@ class DataPlane:
         config.CopyFrom(self.registry.model(name).config)
         return pb.ModelConfigResponse(config=config)
 
-    def model_statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+    async def model_statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+        """Each version's counters: this process's as they are now, plus, with `--workers N`,
+        the other workers' latest snapshots and the dead ones' retired sum (`peers`), so that
+        every worker answers the same totals /metrics shows."""
         if name:
             models: Iterable[Model] = [self.registry.model(name)]
         else:
             if version:
                 raise InvalidArgument("a version needs a model name")
             models = self.registry.models.values()
-        response = pb.ModelStatisticsResponse()
+        chosen: list[ModelVersion] = []
         for model in models:
             versions = model.versions
             if version:
                 if version not in versions:
                     raise NotFound(f"model '{model.name}' has no version '{version}'")
                 versions = {version: versions[version]}
-            for served in versions.values():
-                _add_statistics(response, served)
+            chosen.extend(versions.values())
+        others = await asyncio.to_thread(_sum_versions, self._peers()) if self._peers else {}
+        response = pb.ModelStatisticsResponse()
+        for served in chosen:
+            own = served.metrics.statistics()
+            _add_statistics(response, fold(own, others.get((served.model, served.version))))
         return response
 
     def repository_index(self, ready_only: bool) -> pb.RepositoryIndexResponse:
@@ -286,11 +299,48 @@ class DataPlane:
         return self._model_control
 
 
-def _scheduling(request: pb.ModelInferRequest, deadline: float | None) -> tuple[int, float | None]:
+async def _run_once(
+    served: ModelVersion,
+    arrays: Mapping[str, Any],
+    names: Sequence[str],
+    deadline: float | None,
+    trace: Trace | None,
+    cost: CallCost,
+) -> dict[str, Any]:
+    """An unbatched backend call, its cost in `cost`, in the request's trace when it has one."""
+    cost_token = COST.set(cost)
+    call_token = CALL.set(trace) if trace is not None else None
+    try:
+        return await served.run(arrays, names, deadline)
+    finally:
+        if call_token is not None:
+            CALL.reset(call_token)
+        COST.reset(cost_token)
+
+
+def _add_cost(params: Any, cost: CallCost, rows: int, batch_rows: int) -> None:
+    """The request's share of its backend call (its rows over the batch's), in µs, unrounded:
+    asked for with the request parameter `cost: true`."""
+    cpu_us, wall_us, gpu_us = cost.share(rows, batch_rows)
+    params["cost_us"].double_param = cpu_us
+    params["cost_wall_us"].double_param = wall_us
+    params["cost_gpu_us"].double_param = gpu_us
+    params["cost_cpu_measured"].bool_param = cost.cpu_measured
+
+
+def _scheduling(request: pb.ModelInferRequest, deadline: float | None) -> tuple[int, float | None, bool]:
     """Triton's request parameters `priority` and `timeout` (µs): the priority level and the
-    deadline, the earlier of the caller's and the timeout's."""
+    deadline, the earlier of the caller's and the timeout's; and modelgate's `cost` (bool):
+    whether the answer carries the request's cost."""
     params = request.parameters
     priority = 0
+    want_cost = False
+    if "cost" in params:
+        param = params["cost"]
+        which = param.WhichOneof("parameter_choice")
+        if which != "bool_param":
+            raise InvalidArgument(f"parameter 'cost' must be a bool, got {which or 'nothing'}")
+        want_cost = param.bool_param
     if "priority" in params:
         priority = _int_param(params["priority"], "priority")
     if "timeout" in params:
@@ -298,7 +348,7 @@ def _scheduling(request: pb.ModelInferRequest, deadline: float | None) -> tuple[
         if micros > 0:
             at = asyncio.get_running_loop().time() + micros / 1e6
             deadline = at if deadline is None else min(deadline, at)
-    return priority, deadline
+    return priority, deadline, want_cost
 
 
 def _sticky_key(
@@ -325,22 +375,33 @@ def _int_param(param: pb.InferParameter, name: str) -> int:
     return value
 
 
-def _add_statistics(response: pb.ModelStatisticsResponse, served: ModelVersion) -> None:
-    m = served.metrics
+def _sum_versions(snapshots: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The versions' counters of several snapshots, summed per (model, version)."""
+    summed: dict[tuple[str, str], dict[str, Any]] = {}
+    for snap in snapshots:
+        for v in snap.get("versions", ()):
+            key = (v["model"], v["version"])
+            summed[key] = fold(summed.get(key), {k: v[k] for k in STATISTICS if k in v})
+    return summed
+
+
+def _add_statistics(response: pb.ModelStatisticsResponse, m: dict[str, Any]) -> None:
+    """One version's entry, from its counters (`VersionMetrics.statistics()`, maybe summed)."""
+    ok = m["ok"]
     entry = response.model_stats.add(
-        name=served.model,
-        version=served.version,
-        last_inference=m.last_inference_ms,
-        inference_count=m.inference_count,
-        execution_count=m.execution_count,
+        name=m["model"],
+        version=m["version"],
+        last_inference=m["last_ms"],
+        inference_count=m["rows"],
+        execution_count=m["executions"],
     )
     s = entry.inference_stats
-    s.success.count, s.success.ns = m.success_count, m.success_ns
-    s.fail.count, s.fail.ns = m.fail_count, m.fail_ns
-    s.queue.count, s.queue.ns = m.success_count, m.queue_ns
-    s.compute_input.count, s.compute_input.ns = m.success_count, m.input_ns
-    s.compute_infer.count, s.compute_infer.ns = m.success_count, m.infer_ns
-    s.compute_output.count, s.compute_output.ns = m.success_count, m.output_ns
-    for size, (count, ns) in sorted(m.batches.items()):
-        b = entry.batch_stats.add(batch_size=size)
+    s.success.count, s.success.ns = ok, m["ok_ns"]
+    s.fail.count, s.fail.ns = sum(m["failures"].values()), m["fail_ns"]
+    s.queue.count, s.queue.ns = ok, m["queue_ns"]
+    s.compute_input.count, s.compute_input.ns = ok, m["input_ns"]
+    s.compute_infer.count, s.compute_infer.ns = ok, m["infer_ns"]
+    s.compute_output.count, s.compute_output.ns = ok, m["output_ns"]
+    for size, (count, ns) in sorted(m["batches"].items(), key=lambda i: int(i[0])):
+        b = entry.batch_stats.add(batch_size=int(size))
         b.compute_infer.count, b.compute_infer.ns = count, ns
