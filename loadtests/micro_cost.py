@@ -76,7 +76,7 @@ def pieces(number: int = 200_000) -> list[tuple[str, float]]:
 
     out = []
     for name, fn in (
-        ("thread_time_ns + perf_counter_ns (x2 per call)", reads),
+        ("thread_time_ns + perf_counter_ns (a call reads each twice)", reads),
         ("CallCost() + COST.set/reset (per call)", context),
         ("executed(rows, ns, cost) (per call)", executed_with),
         ("executed(rows, ns), before (per call)", executed_without),
