@@ -19,10 +19,7 @@ interleaved over --repeats rounds (medians):
 from __future__ import annotations
 
 import argparse
-import asyncio
-import statistics
 import sys
-import tempfile
 import time
 import timeit
 from pathlib import Path
@@ -32,28 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import uvloop  # noqa: E402
+from micro_tracing import build, measure, on_example, parser, print_medians  # noqa: E402
 
 from gateway._proto import inference_pb2 as pb  # noqa: E402
-from gateway.examples import example_repository  # noqa: E402
-from gateway.server import Gateway  # noqa: E402
-from gateway.settings import load_settings  # noqa: E402
 from gateway.telemetry import VersionMetrics  # noqa: E402
 from gateway.telemetry.cost import COST, CallCost  # noqa: E402
 from gateway.transport import InferenceServicer  # noqa: E402
-
-
-class _Context:
-    """What ModelInfer asks of a call's context."""
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("user-agent", "micro_cost"),)
-
-    def time_remaining(self) -> None:
-        return None
-
-    async def abort(self, code: Any, details: str) -> None:
-        raise RuntimeError(f"{code}: {details}")
 
 
 def pieces(number: int = 200_000) -> list[tuple[str, float]]:
@@ -86,22 +67,6 @@ def pieces(number: int = 200_000) -> list[tuple[str, float]]:
     return out
 
 
-async def measure(servicer: InferenceServicer, body: bytes, args: argparse.Namespace) -> float:
-    """CPU µs per call over --calls calls, --concurrency at a time."""
-    context = _Context()
-    left = args.calls
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await servicer.ModelInfer(body, context)
-
-    began = time.process_time()
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    return (time.process_time() - began) / args.calls * 1e6
-
-
 def request(asked: bool) -> bytes:
     r = pb.ModelInferRequest(model_name="mlp", model_version="1")
     r.inputs.add(name="x", datatype="FP32", shape=[1, 32])
@@ -112,17 +77,8 @@ def request(asked: bool) -> bytes:
 
 
 async def run(repo: Path, args: argparse.Namespace) -> None:
-    settings = load_settings(
-        overrides={
-            "model_repository": repo,
-            "grpc_port": 0,
-            "metrics_port": -1,
-            "batching": {"mode": args.batching},
-        },
-        environ={},
-    )
-    gateway = Gateway(settings, run_dir=Path(tempfile.mkdtemp(prefix="modelgate-run-")))
-    await gateway.registry.load("mlp")
+    # tracing off, ONNX Runtime running the model: micro_tracing's gateway
+    gateway = await build(repo, None, argparse.Namespace(**vars(args), onnx=True))
     backend: Any = gateway.registry.get("mlp", "1").backend
     measured = backend._run
     session = backend._session
@@ -150,25 +106,12 @@ async def run(repo: Path, args: argparse.Namespace) -> None:
         f"\nInferenceServicer.ModelInfer in process, ONNX Runtime, batching {args.batching}, "
         f"{args.concurrency} in flight, medians of {args.repeats} rounds of {args.calls} calls\n"
     )
-    print("| variant | CPU µs/request | × unmeasured | extra µs/request |")
-    print("|---|---|---|---|")
-    base = statistics.median(cpu["unmeasured"])
-    for name, values in cpu.items():
-        us = statistics.median(values)
-        print(f"| {name} | {us:.1f} | {us / base:.3f} | {us - base:+.2f} |")
+    print_medians(cpu, "unmeasured", "variant", "× unmeasured", digits=2)
     await gateway.registry.close()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batching", choices=("on", "off"), default="on")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        uvloop.run(run(example_repository(Path(tmp)), args))
-    return 0
+    return on_example(run, parser(__doc__).parse_args())
 
 
 if __name__ == "__main__":
