@@ -17,6 +17,7 @@ of a call run by the CUDA provider (an upper bound: the device is busy at most t
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -53,12 +54,15 @@ class Overhead:
     """The serving process's CPU outside backend calls: process CPU time since `start()` less
     the CPU every backend call measured. Read when a snapshot is taken, not per request.
 
-    It never goes backwards: a call in flight has spent CPU the process already counts but its
-    backend figure arrives only when it ends, so the difference can dip for a moment."""
+    It never goes backwards (Prometheus would read a dip as a counter reset): a call in flight
+    has spent CPU the process already counts but its backend figure arrives only when it ends,
+    so the difference can dip for a moment. Snapshots are taken on several threads (the
+    publisher's, a scrape's), hence the lock; the request path never takes it."""
 
     def __init__(self) -> None:
         self._base_ns: int | None = None
         self._last_ns = 0
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         """Count from now (once the models are loaded and warmed: loading is not serving)."""
@@ -69,10 +73,11 @@ class Overhead:
         """The overhead so far, in ns, given the backend calls' CPU since start."""
         if self._base_ns is None:
             return 0
-        now = time.process_time_ns() - self._base_ns - backend_cpu_ns
-        if now > self._last_ns:
-            self._last_ns = now
-        return self._last_ns
+        with self._lock:
+            now = time.process_time_ns() - self._base_ns - backend_cpu_ns
+            if now > self._last_ns:
+                self._last_ns = now
+            return self._last_ns
 
 
 def cost_families(cost: Mapping[tuple[str, str], Mapping[str, Any]], overhead_ns: int) -> Iterator[Any]:

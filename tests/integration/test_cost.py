@@ -111,6 +111,17 @@ def test_a_cost_parameter_of_another_type_is_refused(repo: Path) -> None:
             assert "cost_cpu_measured" not in result.get_response().parameters  # only when false
         text = scrape(proc.metrics_port)
         assert cpu == pytest.approx(metric(text, "modelgate_backend_cpu_seconds_total", model="mlp") * 1e6)
+        for args, says in (
+            (["--since", "soon"], "'soon' is not a duration"),
+            (["nope"], "unknown model 'nope'"),
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "gateway", "cost", "report", "--address", proc.admin_url, *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode in (1, 2) and says in done.stderr and "Traceback" not in done.stderr
     finally:
         assert proc.terminate() == 0, proc.log()
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -354,6 +356,13 @@ def statistics_on_new_connections(url: str, times: int = 6) -> list[tuple[int, i
     return out
 
 
+def own_count(pid: int) -> int:
+    """What one worker served of mlp version 1, from its own snapshot in the run directory."""
+    [path] = Path(tempfile.gettempdir()).glob(f"modelgate-run-*/worker-{pid}.json")
+    [v] = [v for v in json.loads(path.read_text())["versions"] if (v["model"], v["version"]) == ("mlp", "1")]
+    return int(v["ok"])
+
+
 def test_model_statistics_are_summed_over_workers(repo: Path) -> None:
     """With --workers 2, ModelStatistics answers for the whole gateway on any connection: the
     answering worker's own counters as they are, the other's from its latest snapshot."""
@@ -371,6 +380,8 @@ def test_model_statistics_are_summed_over_workers(repo: Path) -> None:
         while (seen := statistics_on_new_connections(proc.url)) != [expected] * 6:
             assert time.monotonic() < deadline, seen  # until both snapshots are handed over
             time.sleep(0.2)
+        served = [own_count(pid) for pid in worker_pids(proc.proc.pid)]
+        assert len(served) == 2 and min(served) > 0 and sum(served) == 24, served  # a real sum
         with grpcclient.InferenceServerClient(proc.url) as c:  # one connection: one worker
             assert infer_mlp(c, "1") == "1"
             [s] = c.get_inference_statistics("mlp", "1").model_stats
