@@ -256,7 +256,7 @@ class DataPlane:
                     raise NotFound(f"model '{model.name}' has no version '{version}'")
                 versions = {version: versions[version]}
             chosen.extend(versions.values())
-        others = await asyncio.to_thread(_sum_versions, self._peers()) if self._peers else {}
+        others = await asyncio.to_thread(_sum_versions, self._peers) if self._peers else {}
         response = pb.ModelStatisticsResponse()
         for served in chosen:
             own = served.metrics.statistics()
@@ -378,10 +378,13 @@ def _int_param(param: pb.InferParameter, name: str) -> int:
     return value
 
 
-def _sum_versions(snapshots: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The versions' counters of several snapshots, summed per (model, version)."""
+def _sum_versions(
+    read: Callable[[], Iterable[dict[str, Any]]],
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The versions' counters of the snapshots `read` reads (in a thread), summed per (model,
+    version)."""
     summed: dict[tuple[str, str], dict[str, Any]] = {}
-    for snap in snapshots:
+    for snap in read():
         for v in snap.get("versions", ()):
             key = (v["model"], v["version"])
             summed[key] = fold(summed.get(key), {k: v[k] for k in STATISTICS if k in v})
