@@ -8,6 +8,7 @@
     modelgate profile build DATA --model NAME --version V -o profile.npz (gateway/drift/cli.py)
     modelgate profile save MODEL -o profile.npz
     modelgate drift report MODEL [--version V] [--json]
+    modelgate cost report [MODEL] [--since DURATION] [--json] (gateway/cost_cli.py)
     modelgate example-repository DIR
 
 Imports stay inside the commands: with --workers N the supervisor must fork before grpc or
@@ -117,10 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     from .admin_cli import add_admin_parser
+    from .cost_cli import add_cost_parser
     from .drift.cli import add_drift_parsers
 
     add_admin_parser(commands)
     add_drift_parsers(commands)
+    add_cost_parser(commands)
 
     example = commands.add_parser("example-repository", help="write the example model repository")
     example.add_argument("out", type=Path)

@@ -29,7 +29,8 @@ from .errors import (
 from .registry import READY, Model, ModelVersion, Registry
 from .routing import Route, TrafficPolicy
 from .shadow import Mirror
-from .telemetry import Metrics
+from .telemetry import STATISTICS, Metrics, fold
+from .telemetry.cost import COST, CallCost
 from .telemetry.tracing import CALL, Trace
 from .tensors import (
     Signature,
@@ -56,6 +57,9 @@ Answer = Callable[["pb.ModelInferResponse | bytes | None", "BaseException | None
 """How `DataPlane.begin_batch` hands back a call's outcome: (response, None) or (None, error);
 the response may come as its serialized bytes."""
 
+
+_PER_CALL = ("priority", "timeout", "cost")
+"""Request parameters that make a call take `begin_batch`'s per-call path."""
 
 Incoming = tuple[
     "pb.ModelInferRequest", "float | None", "Mapping[str, str] | None", int, "Trace | None", Answer
@@ -87,6 +91,7 @@ class _Call:
         "decoded",
         "mirrored",
         "names",
+        "priority",
         "request",
         "revision",
         "route",
@@ -95,7 +100,9 @@ class _Call:
         "size",
         "span",
         "start",
+        "timeout_at",
         "trace",
+        "want_cost",
     )
 
     def __init__(
@@ -122,6 +129,9 @@ class _Call:
         self.names: tuple[str, ...] = ()
         self.rows = 1
         self.mirrored: asyncio.Future[Any] | None = None
+        self.priority = 0  # the request's parameters (_parameters)
+        self.timeout_at: float | None = None
+        self.want_cost = False
 
 
 class DataPlane:
@@ -132,9 +142,13 @@ class DataPlane:
         model_control: ModelControl | None = None,
         max_inflight: int = 0,
         max_inflight_bytes: int = 0,
+        peers: Callable[[], Iterable[dict[str, Any]]] | None = None,
     ) -> None:
         """`model_control` carries RepositoryModelLoad/Unload to every serving process (the
-        control plane's path); None refuses them."""
+        control plane's path); None refuses them. `peers` reads the other serving processes'
+        snapshots (blocking: it runs in a thread), for ModelStatistics; None: this process is
+        the only one."""
+        self._peers = peers
         self.registry = registry
         self._metrics = metrics
         self._model_control = model_control
@@ -183,8 +197,8 @@ class DataPlane:
         each is routed, admitted and queued now and answered through its `done` (response, None)
         or (None, error) once its rows have run; errors of admission are answered at once.
 
-        Calls in the common form (every input raw and as the model declares it, no scheduling
-        parameters, not traced) that go to the same batched version are joined into
+        Calls in the common form (every input raw and as the model declares it, none of the
+        parameters `_PER_CALL`, not traced) that go to the same batched version are joined into
         one request of the batcher: one join per input instead of a decode per call, one queue
         entry, one wake-up. The rest are queued one by one, as `infer` does, without a task per
         call. Either way, every call of a batch lands in the batcher's queue before its scheduler
@@ -195,7 +209,7 @@ class DataPlane:
         for request, deadline, metadata, size, trace, done in calls:
             try:
                 params = request.parameters
-                if trace is None and not (params and ("priority" in params or "timeout" in params)):
+                if trace is None and not (params and any(name in params for name in _PER_CALL)):
                     start = time.perf_counter_ns()
                     served, route, model = self._route(request, metadata, None)
                     parts = None
@@ -265,11 +279,8 @@ class DataPlane:
             task.add_done_callback(lambda t: self._settle(call, t, done))
             return Pending(task)
         try:
-            priority = 0
-            request = call.request
-            if request.parameters:
-                priority, deadline = _scheduling(request, deadline)
-            ticket = batcher.enqueue(call.arrays, call.rows, deadline, priority, call.trace)
+            deadline = _earlier(deadline, call.timeout_at)
+            ticket = batcher.enqueue(call.arrays, call.rows, deadline, call.priority, call.trace)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -338,6 +349,8 @@ class DataPlane:
             arrays = call.arrays = decode_inputs(request, signature)
             call.names = requested_outputs(request, signature)
             call.rows = next(iter(arrays.values())).shape[0] if signature.max_batch_size and arrays else 1
+            if request.parameters:
+                call.priority, call.timeout_at, call.want_cost = _parameters(request)
             if router.shadows:
                 call.mirrored = self.mirror.send(model, served, arrays, call.rows, call.names, trace)
         except BaseException as exc:
@@ -367,23 +380,13 @@ class DataPlane:
         served = call.served
         batcher = served.batcher
         if batcher is not None:
-            request = call.request
-            priority = 0
-            if request.parameters:
-                priority, deadline = _scheduling(request, deadline)
-            return await batcher.submit(call.arrays, call.rows, deadline, priority, call.trace)
-        trace = call.trace
-        if trace is None:
-            outputs = await served.run(call.arrays, call.names, deadline)
-        else:  # the backend call belongs to this request's trace
-            token = CALL.set(trace)
-            try:
-                outputs = await served.run(call.arrays, call.names, deadline)
-            finally:
-                CALL.reset(token)
+            deadline = _earlier(deadline, call.timeout_at)
+            return await batcher.submit(call.arrays, call.rows, deadline, call.priority, call.trace)
+        cost = CallCost()
+        outputs = await _run_once(served, call.arrays, call.names, deadline, call.trace, cost)
         infer_ns = time.perf_counter_ns() - call.decoded
-        served.metrics.executed(call.rows, infer_ns)
-        return BatchResult(outputs, 0, infer_ns, call.rows)
+        served.metrics.executed(call.rows, infer_ns, cost)
+        return BatchResult(outputs, 0, infer_ns, call.rows, cost)
 
     def _answer(self, call: _Call, result: BatchResult) -> pb.ModelInferResponse:
         """The response of a call whose rows ran; counted as a success."""
@@ -402,6 +405,8 @@ class DataPlane:
             params = response.parameters
             params["route"].string_param = call.route
             params["policy_revision"].int64_param = call.revision
+            if call.want_cost:
+                _add_cost(params, result.cost or CallCost(), call.rows, result.batch_rows)
         except BaseException as exc:
             self._failed(call, exc)
             raise
@@ -510,22 +515,29 @@ class DataPlane:
         config.CopyFrom(self.registry.model(name).config)
         return pb.ModelConfigResponse(config=config)
 
-    def model_statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+    async def model_statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+        """Each version's counters: this process's as they are now, plus, with `--workers N`,
+        the other workers' latest snapshots and the dead ones' retired sum (`peers`), so that
+        every worker answers the same totals /metrics shows."""
         if name:
             models: Iterable[Model] = [self.registry.model(name)]
         else:
             if version:
                 raise InvalidArgument("a version needs a model name")
             models = self.registry.models.values()
-        response = pb.ModelStatisticsResponse()
+        chosen: list[ModelVersion] = []
         for model in models:
             versions = model.versions
             if version:
                 if version not in versions:
                     raise NotFound(f"model '{model.name}' has no version '{version}'")
                 versions = {version: versions[version]}
-            for served in versions.values():
-                _add_statistics(response, served)
+            chosen.extend(versions.values())
+        others = await asyncio.to_thread(_sum_versions, self._peers) if self._peers else {}
+        response = pb.ModelStatisticsResponse()
+        for served in chosen:
+            own = served.metrics.statistics()
+            _add_statistics(response, fold(own, others.get((served.model, served.version))))
         return response
 
     def repository_index(self, ready_only: bool) -> pb.RepositoryIndexResponse:
@@ -564,19 +576,65 @@ class DataPlane:
         return self._model_control
 
 
-def _scheduling(request: pb.ModelInferRequest, deadline: float | None) -> tuple[int, float | None]:
-    """Triton's request parameters `priority` and `timeout` (µs): the priority level and the
-    deadline, the earlier of the caller's and the timeout's."""
+async def _run_once(
+    served: ModelVersion,
+    arrays: Mapping[str, Any],
+    names: Sequence[str],
+    deadline: float | None,
+    trace: Trace | None,
+    cost: CallCost,
+) -> dict[str, Any]:
+    """An unbatched backend call, its cost in `cost`, in the request's trace when it has one."""
+    cost_token = COST.set(cost)
+    call_token = CALL.set(trace) if trace is not None else None
+    try:
+        return await served.run(arrays, names, deadline)
+    finally:
+        if call_token is not None:
+            CALL.reset(call_token)
+        COST.reset(cost_token)
+
+
+def _add_cost(params: Any, cost: CallCost, rows: int, batch_rows: int) -> None:
+    """The request's share of its backend call (its rows over the batch's), in µs, unrounded:
+    asked for with the request parameter `cost: true`. GPU time and `cost_cpu_measured` (false)
+    only when they say something: each parameter costs the answer most of a microsecond."""
+    cpu_us, wall_us, gpu_us = cost.share(rows, batch_rows)
+    params["cost_us"].double_param = cpu_us
+    params["cost_wall_us"].double_param = wall_us
+    if gpu_us:
+        params["cost_gpu_us"].double_param = gpu_us
+    if not cost.cpu_measured:
+        params["cost_cpu_measured"].bool_param = False
+
+
+def _parameters(request: pb.ModelInferRequest) -> tuple[int, float | None, bool]:
+    """Triton's request parameters `priority` and `timeout` (µs in the queue): the priority level
+    and when the timeout ends (on the loop's clock; None: none); and modelgate's `cost` (bool):
+    whether the answer carries the request's cost."""
     params = request.parameters
     priority = 0
+    timeout_at = None
+    want_cost = False
+    if "cost" in params:
+        param = params["cost"]
+        which = param.WhichOneof("parameter_choice")
+        if which != "bool_param":
+            raise InvalidArgument(f"parameter 'cost' must be a bool, got {which or 'nothing'}")
+        want_cost = param.bool_param
     if "priority" in params:
         priority = _int_param(params["priority"], "priority")
     if "timeout" in params:
         micros = _int_param(params["timeout"], "timeout")
         if micros > 0:
-            at = asyncio.get_running_loop().time() + micros / 1e6
-            deadline = at if deadline is None else min(deadline, at)
-    return priority, deadline
+            timeout_at = asyncio.get_running_loop().time() + micros / 1e6
+    return priority, timeout_at, want_cost
+
+
+def _earlier(deadline: float | None, other: float | None) -> float | None:
+    if other is None:
+        return deadline
+    return other if deadline is None else min(deadline, other)
 
 
 def _sticky_key(
@@ -603,24 +661,38 @@ def _int_param(param: pb.InferParameter, name: str) -> int:
     return value
 
 
-def _add_statistics(response: pb.ModelStatisticsResponse, served: ModelVersion) -> None:
-    m = served.metrics
+def _sum_versions(
+    read: Callable[[], Iterable[dict[str, Any]]],
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The versions' counters of the snapshots `read` reads (in a thread), summed per (model,
+    version)."""
+    summed: dict[tuple[str, str], dict[str, Any]] = {}
+    for snap in read():
+        for v in snap.get("versions", ()):
+            key = (v["model"], v["version"])
+            summed[key] = fold(summed.get(key), {k: v[k] for k in STATISTICS if k in v})
+    return summed
+
+
+def _add_statistics(response: pb.ModelStatisticsResponse, m: dict[str, Any]) -> None:
+    """One version's entry, from its counters (`VersionMetrics.statistics()`, maybe summed)."""
+    ok = m["ok"]
     entry = response.model_stats.add(
-        name=served.model,
-        version=served.version,
-        last_inference=m.last_inference_ms,
-        inference_count=m.inference_count,
-        execution_count=m.execution_count,
+        name=m["model"],
+        version=m["version"],
+        last_inference=m["last_ms"],
+        inference_count=m["rows"],
+        execution_count=m["executions"],
     )
     s = entry.inference_stats
-    s.success.count, s.success.ns = m.success_count, m.success_ns
-    s.fail.count, s.fail.ns = m.fail_count, m.fail_ns
-    s.queue.count, s.queue.ns = m.success_count, m.queue_ns
-    s.compute_input.count, s.compute_input.ns = m.success_count, m.input_ns
-    s.compute_infer.count, s.compute_infer.ns = m.success_count, m.infer_ns
-    s.compute_output.count, s.compute_output.ns = m.success_count, m.output_ns
-    for size, (count, ns) in sorted(m.batches.items()):
-        b = entry.batch_stats.add(batch_size=size)
+    s.success.count, s.success.ns = ok, m["ok_ns"]
+    s.fail.count, s.fail.ns = sum(m["failures"].values()), m["fail_ns"]
+    s.queue.count, s.queue.ns = ok, m["queue_ns"]
+    s.compute_input.count, s.compute_input.ns = ok, m["input_ns"]
+    s.compute_infer.count, s.compute_infer.ns = ok, m["infer_ns"]
+    s.compute_output.count, s.compute_output.ns = ok, m["output_ns"]
+    for size, (count, ns) in sorted(m["batches"].items(), key=lambda i: int(i[0])):
+        b = entry.batch_stats.add(batch_size=int(size))
         b.compute_infer.count, b.compute_infer.ns = count, ns
 
 

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from .registry import READY, Registry
 from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .routing import policies_of
 from .settings import Settings
-from .telemetry import Metrics, serve_metrics
+from .telemetry import Metrics, peer_snapshots, serve_metrics
 from .telemetry.tracing import start_tracing
 from .tensors import TensorSpec
 from .transport import InferenceServicer, add_inference_service, new_server, resolve_transport
@@ -216,6 +217,7 @@ class Gateway:
             model_control=self.control.request if settings.model_control_mode == "explicit" else None,
             max_inflight=settings.max_inflight_requests,
             max_inflight_bytes=settings.max_inflight_bytes,
+            peers=None if snapshot_dir is None else partial(peer_snapshots, snapshot_dir),
         )
         self.health = Health()
         self.port = 0
@@ -333,6 +335,7 @@ class Gateway:
     async def load(self) -> list[str]:
         """Load the repository; ready once every model is. Returns the models that failed."""
         failed = await self.registry.load_repository(skip=self.control.unloaded)
+        self.metrics.overhead.start()  # serving begins: loading and warming were not overhead
         self.dataplane.accepting = not self._closing
         await self._sync_overall_health()
         return failed

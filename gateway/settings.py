@@ -433,6 +433,16 @@ class TelemetrySettings(_Strict):
     tracing: TracingSettings = TracingSettings()
 
 
+class CostSettings(_Strict):
+    """Prices for `modelgate cost report` (README: Cost accounting): what a core-hour of CPU and
+    an hour of GPU cost. null: the report shows seconds, no price."""
+
+    cpu_core_hour_usd: float | None = Field(
+        None, ge=0, description="US dollars per core-hour of CPU (backend calls and the gateway's own)."
+    )
+    gpu_hour_usd: float | None = Field(None, ge=0, description="US dollars per hour of GPU.")
+
+
 class Settings(_Strict):
     """The gateway's configuration (YAML keys are these field names)."""
 
@@ -507,6 +517,7 @@ class Settings(_Strict):
     onnxruntime: OnnxRuntimeSettings = OnnxRuntimeSettings()
     triton: TritonSettings = TritonSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    cost: CostSettings = Field(CostSettings(), description="Prices for the cost report.")
     batching: BatchingSettings = Field(
         BatchingSettings(), description="Batching defaults for every model.")  # fmt: skip
     models: dict[str, ModelSettings] = Field(
@@ -524,7 +535,14 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in Settings.model_fields:
         key = ENV_PREFIX + name.upper()
-        if key in environ and name not in ("onnxruntime", "batching", "models", "triton", "telemetry"):
+        if key in environ and name not in (
+            "onnxruntime",
+            "batching",
+            "models",
+            "triton",
+            "telemetry",
+            "cost",
+        ):
             out[name] = environ[key]
     return out
 

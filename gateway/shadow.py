@@ -25,6 +25,7 @@ from .registry import Model, ModelVersion
 from .routing import TrafficPolicy, compare
 from .telemetry import Metrics
 from .telemetry._routing import ShadowStats
+from .telemetry.cost import COST, CallCost
 from .telemetry.tracing import CALL, Trace
 
 __all__ = ["Mirror", "disagreements"]
@@ -107,8 +108,11 @@ class Mirror:
         try:
             if target.batcher is not None:
                 outputs: Outputs = (await target.batcher.submit(inputs, rows, None, LOWEST, trace)).outputs
-            else:
+            else:  # the copy's backend call counts as the shadow version's, cost included
+                cost = CallCost()
+                COST.set(cost)  # this task's own context, as CALL above
                 outputs = await target.run(inputs, names, None)
+                target.metrics.executed(rows, time.perf_counter_ns() - start, cost)
         except GatewayError as exc:
             stats.failed(exc.code)
             if trace is not None:

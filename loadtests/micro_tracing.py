@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,17 @@ async def measure(servicer: InferenceServicer, body: bytes, args: argparse.Names
     return (time.process_time() - began) / args.calls * 1e6
 
 
+def print_medians(cpu: dict[str, list[float]], base: str, column: str, ratio: str, digits: int = 1) -> None:
+    """A markdown table: each variant's median CPU µs per request, its ratio to `base`'s and
+    the difference (loadtests/micro_cost.py prints its own with it)."""
+    print(f"| {column} | CPU µs/request | {ratio} | extra µs/request |")
+    print("|---|---|---|---|")
+    reference = statistics.median(cpu[base])
+    for name, values in cpu.items():
+        us = statistics.median(values)
+        print(f"| {name} | {us:.1f} | {us / reference:.3f} | {us - reference:+.{digits}f} |")
+
+
 async def run(repo: Path, args: argparse.Namespace) -> None:
     request = pb.ModelInferRequest(model_name="mlp")
     request.inputs.add(name="x", datatype="FP32", shape=[1, 32])
@@ -112,29 +124,34 @@ async def run(repo: Path, args: argparse.Namespace) -> None:
         f"\nInferenceServicer.ModelInfer in process, {backend}, batching {args.batching}, "
         f"{args.concurrency} in flight, medians of {args.repeats} rounds of {args.calls} calls\n"
     )
-    print("| tracing | CPU µs/request | × off (CPU) | extra µs/request |")
-    print("|---|---|---|---|")
-    off = statistics.median(cpu["off"])
-    for name, values in cpu.items():
-        us = statistics.median(values)
-        print(f"| {name} | {us:.1f} | {us / off:.3f} | {us - off:+.1f} |")
+    print_medians(cpu, "off", "tracing", "× off (CPU)")
     for gateway in gateways.values():
         await gateway.registry.close()
         await gateway.close_tracing()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The in-process benchmarks' common options (loadtests/micro_cost.py uses them too)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--ratios", default="0,0.01,1", type=lambda s: [float(r) for r in s.split(",")])
     parser.add_argument("--batching", choices=("on", "off"), default="on")
-    parser.add_argument("--onnx", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def on_example(run: Callable[[Path, argparse.Namespace], Awaitable[None]], args: argparse.Namespace) -> int:
+    """`run` on uvloop over the example repository, written to a temporary directory."""
     with tempfile.TemporaryDirectory() as tmp:
         uvloop.run(run(example_repository(Path(tmp)), args))
     return 0
+
+
+def main() -> int:
+    options = parser(__doc__)
+    options.add_argument("--ratios", default="0,0.01,1", type=lambda s: [float(r) for r in s.split(",")])
+    options.add_argument("--onnx", action="store_true")
+    return on_example(run, options.parse_args())
 
 
 if __name__ == "__main__":

@@ -276,3 +276,53 @@ class GetDriftReportResponse(_message.Message):
     features: _containers.RepeatedCompositeFieldContainer[DriftFeature]
     reference: str
     def __init__(self, model: _Optional[str] = ..., score: _Optional[str] = ..., alert: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[DriftVersion, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[DriftFeature, _Mapping]]] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class CostReportRequest(_message.Message):
+    __slots__ = ("model", "since_s")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SINCE_S_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    since_s: float
+    def __init__(self, model: _Optional[str] = ..., since_s: _Optional[float] = ...) -> None: ...
+
+class VersionCost(_message.Message):
+    __slots__ = ("model", "version", "requests", "rows", "cpu_seconds", "gpu_seconds", "wall_seconds", "cpu_measured", "overhead_cpu_seconds", "cpu_seconds_per_1k", "usd", "usd_per_1k")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    GPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_MEASURED_FIELD_NUMBER: _ClassVar[int]
+    OVERHEAD_CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    USD_FIELD_NUMBER: _ClassVar[int]
+    USD_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: str
+    requests: int
+    rows: int
+    cpu_seconds: float
+    gpu_seconds: float
+    wall_seconds: float
+    cpu_measured: bool
+    overhead_cpu_seconds: float
+    cpu_seconds_per_1k: float
+    usd: float
+    usd_per_1k: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., requests: _Optional[int] = ..., rows: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., gpu_seconds: _Optional[float] = ..., wall_seconds: _Optional[float] = ..., cpu_measured: _Optional[bool] = ..., overhead_cpu_seconds: _Optional[float] = ..., cpu_seconds_per_1k: _Optional[float] = ..., usd: _Optional[float] = ..., usd_per_1k: _Optional[float] = ...) -> None: ...
+
+class GetCostReportResponse(_message.Message):
+    __slots__ = ("covered_s", "cpu_core_hour_usd", "gpu_hour_usd", "overhead_cpu_seconds", "versions")
+    COVERED_S_FIELD_NUMBER: _ClassVar[int]
+    CPU_CORE_HOUR_USD_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOUR_USD_FIELD_NUMBER: _ClassVar[int]
+    OVERHEAD_CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    covered_s: float
+    cpu_core_hour_usd: float
+    gpu_hour_usd: float
+    overhead_cpu_seconds: float
+    versions: _containers.RepeatedCompositeFieldContainer[VersionCost]
+    def __init__(self, covered_s: _Optional[float] = ..., cpu_core_hour_usd: _Optional[float] = ..., gpu_hour_usd: _Optional[float] = ..., overhead_cpu_seconds: _Optional[float] = ..., versions: _Optional[_Iterable[_Union[VersionCost, _Mapping]]] = ...) -> None: ...

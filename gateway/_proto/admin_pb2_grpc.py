@@ -104,6 +104,11 @@ class AdminServiceStub:
                 request_serializer=admin__pb2.ModelRequest.SerializeToString,
                 response_deserializer=admin__pb2.GetDriftReferenceResponse.FromString,
                 _registered_method=True)
+        self.GetCostReport = channel.unary_unary(
+                '/modelgate.admin.v1.AdminService/GetCostReport',
+                request_serializer=admin__pb2.CostReportRequest.SerializeToString,
+                response_deserializer=admin__pb2.GetCostReportResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -204,6 +209,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCostReport(self, request, context):
+        """What each model version cost over a period: backend CPU, GPU and wall time, the gateway's own
+        CPU split by requests, and a price from the configured rates (`cost:` in the config).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -276,6 +289,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetDriftReference,
                     request_deserializer=admin__pb2.ModelRequest.FromString,
                     response_serializer=admin__pb2.GetDriftReferenceResponse.SerializeToString,
+            ),
+            'GetCostReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCostReport,
+                    request_deserializer=admin__pb2.CostReportRequest.FromString,
+                    response_serializer=admin__pb2.GetCostReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -656,6 +674,33 @@ class AdminService:
             '/modelgate.admin.v1.AdminService/GetDriftReference',
             admin__pb2.ModelRequest.SerializeToString,
             admin__pb2.GetDriftReferenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCostReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modelgate.admin.v1.AdminService/GetCostReport',
+            admin__pb2.CostReportRequest.SerializeToString,
+            admin__pb2.GetCostReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

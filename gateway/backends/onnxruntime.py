@@ -6,6 +6,11 @@ hop would cost more than the call, and larger ones in the backend's own executor
 releases the GIL). Which one is decided per call from a cost model measured at warm-up
 (`base + per_row x rows`), not from live timings: under load every call looks slow because the
 cores are busy, and moving tiny calls to a thread then would only add to the load.
+
+Each call's cost (gateway/telemetry/cost.py) is read in the thread that runs it: that thread's
+CPU time and the wall time around `session.run`, and the wall time again as GPU time when the
+CUDA provider runs the session. ONNX Runtime's intra-op pool threads (with more than one
+intra-op thread) are not the calling thread: their CPU shows in the gateway's overhead instead.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 
 from .._proto import model_config_pb2 as mc
 from ..errors import Internal, InvalidArgument, LoadError
+from ..telemetry.cost import COST, CallCost
 from ..tensors import DATATYPES, Signature, TensorSpec, declared_specs
 
 __all__ = ["OnnxRuntimeBackend", "OrtOptions"]
@@ -159,6 +165,7 @@ class OnnxRuntimeBackend:
         self.concurrency = options.executor_threads
         self._batched = signature.max_batch_size > 0
         self._inline_rows = 0  # calls of at most this many rows run inline (set by warm-up)
+        self._on_gpu = info.get("providers", "").startswith("CUDAExecutionProvider")
 
     @property
     def info(self) -> Mapping[str, str]:
@@ -234,15 +241,30 @@ class OnnxRuntimeBackend:
                 feed[name] = _to_str(name, feed[name])
         names = list(outputs)
         rows = next(iter(feed.values())).shape[0] if self._batched and feed else 1
+        cost = COST.get() or CallCost()
         try:
             if rows <= self._inline_rows:
-                result = self._session.run(names, feed)
+                result = self._run(cost, names, feed)
             else:
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self._executor, self._session.run, names, feed)
+                result = await loop.run_in_executor(self._executor, self._run, cost, names, feed)
         except Exception as exc:  # ORT's own untyped errors: the model failed on these inputs
             raise Internal(f"onnxruntime failed on this request: {exc}") from None
         return dict(zip(names, result, strict=True))
+
+    def _run(self, cost: CallCost, names: list[str], feed: Mapping[str, np.ndarray]) -> list[Any]:
+        """`session.run`, its CPU and wall time added to `cost`, in the thread that runs it (the
+        event loop's, inline; an executor thread's otherwise)."""
+        cpu, wall = time.thread_time_ns(), time.perf_counter_ns()
+        try:
+            result: list[Any] = self._session.run(names, feed)
+        finally:
+            wall = time.perf_counter_ns() - wall
+            cost.cpu_ns += time.thread_time_ns() - cpu
+            cost.wall_ns += wall
+            if self._on_gpu:
+                cost.gpu_ns += wall
+        return result
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=False)

@@ -14,6 +14,7 @@
   (so it never reached a server) is retried, on another endpoint, within a retry budget.
 - Trace context (gateway/telemetry/tracing.py) is forwarded: with tracing on, that of a client
   span made for the call (under the batch's span); off, the caller's `traceparent` as it came.
+- Cost: each call's wall time; its CPU is the remote server's, not measured here.
 - At load, the remote model's metadata and config give the signature; a config.pbtxt in the
   gateway's repository that disagrees with it fails the load with a message naming the tensor.
 """
@@ -45,6 +46,7 @@ from ..errors import (
     Unavailable,
 )
 from ..repository import RemoteVersion
+from ..telemetry.cost import COST
 from ..telemetry.tracing import CALL, SERVICE, Trace
 from ..tensors import DATATYPES, Signature, TensorSpec, declared_specs, decode_bytes, encode_bytes
 
@@ -278,6 +280,20 @@ class TritonBackend:
 
     async def infer(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], deadline: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """One remote call. Its cost (gateway/telemetry/cost.py) is its wall time, retries
+        included; its CPU runs on the remote server, out of sight (`cpu_measured` False)."""
+        cost = COST.get()
+        start = time.perf_counter_ns()
+        try:
+            return await self._infer(inputs, outputs, deadline)
+        finally:
+            if cost is not None:
+                cost.cpu_measured = False
+                cost.wall_ns += time.perf_counter_ns() - start
+
+    async def _infer(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], deadline: float | None
     ) -> dict[str, np.ndarray]:
         request = self._request(inputs, outputs)
         timeout = None

@@ -24,6 +24,9 @@ backend once, and hands every request a view of its rows.
 - Traced requests (gateway/telemetry/tracing.py) get a `queue` span while they wait; each
   backend call gets a `batch` span under the first sampled request of the batch, linked to every
   sampled one; the backend call belongs to it. Untraced, none of this runs.
+- Each backend call gets a `CallCost` (gateway/telemetry/cost.py) for the backend to fill in;
+  every request of the batch gets it in its `BatchResult`, with its rows and the batch's, so
+  its share is computed only if the request asks for it.
 No locks: everything runs on the event loop.
 """
 
@@ -40,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeadlineExceeded, GatewayError, Internal, ResourceExhausted, Unavailable
+from ..telemetry.cost import COST, CallCost
 from ..telemetry.tracing import CALL, Trace
 from .clock import Clock, LoopClock, Timer
 
@@ -74,6 +78,7 @@ class BatchResult:
     queue_ns: int  # time from enqueue to the batch starting
     compute_ns: int  # the batch's backend call
     batch_rows: int
+    cost: CallCost | None = None  # the backend call's cost, shared by the batch's requests
 
 
 @dataclass(eq=False, slots=True)
@@ -102,7 +107,7 @@ class Batcher:
         policy: BatchingPolicy,
         *,
         clock: Clock | None = None,
-        on_batch: Callable[[int, int], None] | None = None,
+        on_batch: Callable[[int, int, CallCost], None] | None = None,
         observe: Callable[[float, float], None] | None = None,
         name: str = "",
     ) -> None:
@@ -110,7 +115,7 @@ class Batcher:
         self._outputs = tuple(outputs)
         self.policy = policy
         self._clock = clock or LoopClock()
-        self._on_batch = on_batch  # (rows, compute ns) per batch
+        self._on_batch = on_batch  # (rows, compute ns, cost) per batch
         self._observe = observe  # (queue + compute, compute) seconds per request: the controller
         self._name = name
         self._levels: list[deque[Ticket]] = [deque() for _ in range(max(1, policy.priority_levels))]
@@ -253,17 +258,20 @@ class Batcher:
         waiting would not pay. Skips the queue, the scheduler and the hand-back of results (at
         low load, batching then costs nothing in latency)."""
         await self._slots.acquire()  # free, so this does not suspend
+        cost = CallCost()
+        token = COST.set(cost)
         try:
             start = time.perf_counter_ns()
             outputs = await self._call(inputs, deadline)
             compute_ns = time.perf_counter_ns() - start
         finally:
+            COST.reset(token)
             self._slots.release()
         if self._on_batch is not None:
-            self._on_batch(rows, compute_ns)
+            self._on_batch(rows, compute_ns, cost)
         if self._observe is not None:
             self._observe(compute_ns * 1e-9, compute_ns * 1e-9)
-        return BatchResult(outputs, 0, compute_ns, rows)
+        return BatchResult(outputs, 0, compute_ns, rows, cost)
 
     async def _run_alone_traced(
         self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None, trace: Trace
@@ -434,6 +442,8 @@ class Batcher:
                 # One remote call for the batch: it may run as long as its most patient request.
                 deadlines = [it.deadline for it in items]
                 deadline = None if None in deadlines else max(d for d in deadlines if d is not None)
+                cost = CallCost()
+                COST.set(cost)  # this task's own context: no reset needed
                 outputs = await self._call(inputs, deadline)
             except GatewayError as exc:
                 if batch is not None:
@@ -443,7 +453,7 @@ class Batcher:
             compute_ns = time.perf_counter_ns() - start
             batch_rows = sum(it.rows for it in items)
             if self._on_batch is not None:
-                self._on_batch(batch_rows, compute_ns)
+                self._on_batch(batch_rows, compute_ns, cost)
             observe = self._observe
             offset = 0
             for it in items:
@@ -452,7 +462,11 @@ class Batcher:
                     queue_ns = start - it.enqueued_ns
                     it.future.set_result(
                         BatchResult(
-                            {n: a[offset:end] for n, a in outputs.items()}, queue_ns, compute_ns, batch_rows
+                            {n: a[offset:end] for n, a in outputs.items()},
+                            queue_ns,
+                            compute_ns,
+                            batch_rows,
+                            cost,
                         )
                     )
                     if observe is not None:

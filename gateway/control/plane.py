@@ -49,6 +49,7 @@ from ..settings import ConfigSource, ModelSettings, Settings, SettingsError
 from ..telemetry._histogram import LATENCY_BOUNDS
 from ..telemetry._routing import DIFF_BOUNDS, RECENT
 from .config import REQUESTS, TRAFFIC_FIELDS, Published, publish, read_json, read_published, write_json
+from .cost import CostHistory, cost_report, totals
 from .rollout import RolloutDriver, Snapshots
 
 __all__ = ["ADMIN_FILE", "DRIFT_DIR", "Change", "ControlPlane", "restart_only_changes"]
@@ -136,6 +137,9 @@ class ControlPlane:
         self.started = settings  # what the processes started with: only traffic changes later
         self.source = source
         self.run_dir = run_dir
+        self._clock = clock
+        self._born = clock()
+        self.cost = CostHistory()  # the workers' cost sums, for `modelgate cost report --since`
         self.drift = DriftTracker(clock, run_dir / DRIFT_DIR)
         self.drift.configure(settings)
         self.rollouts = RolloutDriver(settings.state_dir, snapshots, clock, versus=self.drift.versus)
@@ -246,6 +250,9 @@ class ControlPlane:
             except SettingsError as exc:
                 log.error("rollout step refused: %s", exc)
         self.drift.tick(snapshots() if self.drift.monitoring else ())
+        now = self._clock()
+        if self.cost.due(now):
+            self.cost.add(now, totals(snapshots()))
 
     def snapshot(self) -> dict[str, Any]:
         """The control plane's own figures for /metrics: rollouts, drift scores and alerts."""
@@ -541,6 +548,19 @@ class ControlPlane:
             return path.read_bytes(), state
         except OSError as exc:
             raise FailedPrecondition(f"model '{model}': the reference cannot be read ({exc})") from None
+
+    def cost_report(self, model: str = "", since_s: float = 0.0) -> dict[str, Any]:
+        """The cost per version from now back `since_s` (0: since the gateway started), as far
+        as the kept history reaches (`covered_s` says how far), and the configured prices."""
+        if model:
+            self._check_known(model)
+        now = self._clock()
+        then = self.cost.at(now - since_s) if since_s > 0 else None
+        prices = (self.started.cost.cpu_core_hour_usd, self.started.cost.gpu_hour_usd)
+        report = cost_report(totals(self.snapshots()), then[1] if then is not None else None, prices, model)
+        report["covered_s"] = now - (then[0] if then is not None else self._born)
+        report["cpu_core_hour_usd"], report["gpu_hour_usd"] = prices
+        return report
 
     def rollout_status(self, model: str = "") -> list[dict[str, Any]]:
         status = self.rollouts.status()

@@ -16,6 +16,7 @@ from typing import Any
 __all__ = ["RETIRED", "fold", "retire_worker", "zero_gauges"]
 
 RETIRED = "worker-retired.json"
+_MOMENTS = frozenset({"last_ms"})  # times, not counts: the sum keeps the latest
 
 
 def zero_gauges(snapshot: dict[str, Any]) -> dict[str, Any]:
@@ -45,8 +46,9 @@ def _identity(item: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def fold(a: Any, b: Any) -> Any:
-    """The sum of two snapshots: numbers add, mappings merge key by key, lists of records merge
-    by their text fields, lists of numbers (histogram buckets) add element by element."""
+    """The sum of two snapshots: numbers add (but moments, such as the last inference's time,
+    keep the latest), mappings merge key by key, lists of records merge by their text fields,
+    lists of numbers (histogram buckets) add element by element."""
     if a is None:
         return b
     if b is None:
@@ -56,7 +58,10 @@ def fold(a: Any, b: Any) -> Any:
     if isinstance(a, int | float) and isinstance(b, int | float):
         return a + b
     if isinstance(a, dict) and isinstance(b, dict):
-        return {k: fold(a.get(k), b.get(k)) for k in a.keys() | b.keys()}
+        return {
+            k: max(a.get(k) or 0, b.get(k) or 0) if k in _MOMENTS else fold(a.get(k), b.get(k))
+            for k in a.keys() | b.keys()
+        }
     if isinstance(a, list) and isinstance(b, list):
         if all(isinstance(x, dict) for x in (*a, *b)):
             merged = {_identity(x): x for x in a}

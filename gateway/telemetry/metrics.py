@@ -22,9 +22,27 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from ._histogram import BATCH_BOUNDS, LATENCY_BOUNDS, Histogram, buckets, merge_counts
+from ._retire import fold
 from ._routing import RoutingFamilies, ShadowStats
+from .cost import CallCost, Overhead, cost_families
 
-__all__ = ["Histogram", "Metrics", "SnapshotCollector", "VersionMetrics", "read_snapshots", "serve_metrics"]
+__all__ = [
+    "STATISTICS",
+    "Histogram",
+    "Metrics",
+    "SnapshotCollector",
+    "VersionMetrics",
+    "peer_snapshots",
+    "read_snapshots",
+    "serve_metrics",
+]
+
+
+STATISTICS = (
+    "model", "version", "ok", "failures", "rows", "executions", "ok_ns", "fail_ns", "queue_ns",
+    "input_ns", "infer_ns", "output_ns", "last_ms", "batches",
+)  # fmt: skip
+"""The keys of `VersionMetrics.statistics()`: what ModelStatistics sums over workers."""
 
 
 @dataclass(eq=False)
@@ -45,6 +63,10 @@ class VersionMetrics:
     infer_ns: int = 0  # the backend's share, per request
     output_ns: int = 0  # encoding the response
     last_inference_ms: int = 0
+    cpu_ns: int = 0  # backend calls' CPU (telemetry/cost.py): in process, where the call ran
+    gpu_ns: int = 0  # ... GPU (the wall time of calls the CUDA provider ran)
+    wall_ns: int = 0  # ... wall time, as the backend measured it
+    cpu_measured: bool = True  # False once a remote backend served: its CPU is not ours to see
     failures: dict[str, int] = field(default_factory=dict)  # status code -> count
     routes: dict[str, int] = field(default_factory=dict)  # route -> requests routed here
     batches: dict[int, list[int]] = field(default_factory=dict)  # batch size -> [count, ns]
@@ -57,9 +79,15 @@ class VersionMetrics:
     upstream: Any = None  # the backend's upstream(): remote endpoints' state and counters
     drift: Any = None  # the version's DriftMonitor (gateway/drift): counts its inputs and outputs
 
-    def executed(self, rows: int, compute_ns: int) -> None:
-        """One backend call of `rows` rows took `compute_ns`."""
+    def executed(self, rows: int, compute_ns: int, cost: CallCost | None = None) -> None:
+        """One backend call of `rows` rows took `compute_ns` and cost `cost`."""
         self.execution_count += 1
+        if cost is not None:
+            self.cpu_ns += cost.cpu_ns
+            self.gpu_ns += cost.gpu_ns
+            self.wall_ns += cost.wall_ns
+            if not cost.cpu_measured:
+                self.cpu_measured = False
         self.backend_latency.observe(compute_ns * 1e-9)
         entry = self.batches.get(rows)
         if entry is None:
@@ -88,19 +116,38 @@ class VersionMetrics:
         self.fail_ns += total_ns
         self.failures[code] = self.failures.get(code, 0) + 1
 
-    def snapshot(self) -> dict[str, Any]:
+    def statistics(self) -> dict[str, Any]:
+        """What the ModelStatistics RPC reports, as numbers that add up over workers."""
         return {
             "model": self.model,
             "version": self.version,
             "ok": self.success_count,
             "failures": dict(self.failures),
             "rows": self.inference_count,
-            "routes": dict(self.routes),
             "executions": self.execution_count,
+            "ok_ns": self.success_ns,
+            "fail_ns": self.fail_ns,
+            "queue_ns": self.queue_ns,
+            "input_ns": self.input_ns,
+            "infer_ns": self.infer_ns,
+            "output_ns": self.output_ns,
+            "last_ms": self.last_inference_ms,
+            "batches": {str(size): list(entry) for size, entry in list(self.batches.items())},
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            **self.statistics(),
+            "routes": dict(self.routes),
+            "cost": {
+                "cpu_ns": self.cpu_ns,
+                "gpu_ns": self.gpu_ns,
+                "wall_ns": self.wall_ns,
+                "cpu_measured": self.cpu_measured,
+            },
             "latency": [list(self.latency.counts), self.latency.total],
             "backend_latency": [list(self.backend_latency.counts), self.backend_latency.total],
             "queue_latency": [list(self.queue_latency.counts), self.queue_latency.total],
-            "batches": {str(rows): entry[0] for rows, entry in list(self.batches.items())},
             "upstream": dict(self.upstream()) if self.upstream is not None else {},
             "drift": self.drift.snapshot() if self.drift is not None else {},
             "batching": None
@@ -129,6 +176,7 @@ class Metrics:
         self.models: dict[str, dict[str, Any]] = {}  # name -> state, reason, versions, failed ones
         self.describe_recent: Callable[[ShadowStats], list[dict[str, Any]]] | None = None  # shadow.py's
         self.trace_spans_dropped: Callable[[], int] = lambda: 0  # tracing's count, when it is on
+        self.overhead = Overhead()  # the process's CPU outside backend calls (started once serving)
 
     def for_shadow(self, model: str, primary: str, shadow: str) -> ShadowStats:
         """The comparison counters of one shadow version against one primary version."""
@@ -152,6 +200,10 @@ class Metrics:
     def load_failed(self, model: str) -> None:
         self.load_failures[model] = self.load_failures.get(model, 0) + 1
 
+    def overhead_ns(self) -> int:
+        """The process's CPU outside backend calls since it began serving."""
+        return self.overhead.read(sum(v.cpu_ns for v in list(self._versions.values())))
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),  # a serving process (a retired sum or the supervisor's have none)
@@ -161,6 +213,7 @@ class Metrics:
             "inflight": self.inflight,
             "inflight_bytes": self.inflight_bytes,
             "trace_spans_dropped": self.trace_spans_dropped(),
+            "overhead_cpu_ns": self.overhead_ns(),
             "routing": {
                 "revision": self.policy_revision,
                 "weights": list(self.weights),
@@ -180,6 +233,19 @@ class Metrics:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(SnapshotCollector(lambda: [self.snapshot(), *(o() for o in others)]))
         return registry
+
+
+def peer_snapshots(directory: Path) -> Iterator[dict[str, Any]]:
+    """The other workers' latest snapshots and the retired sum: what a worker adds to its own
+    counters to answer for the whole gateway."""
+    own = f"worker-{os.getpid()}.json"
+    for path in sorted(directory.glob("worker-*.json")):
+        if path.name == own:
+            continue
+        try:
+            yield json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced right now
 
 
 def read_snapshots(directory: Path) -> Iterator[dict[str, Any]]:
@@ -217,9 +283,11 @@ class SnapshotCollector:
         supervisor: dict[str, int] = {}
         drift: dict[str, Any] = {}
         control: dict[str, Any] = {}  # the control plane's snapshot
-        inflight = inflight_bytes = spans_dropped = 0
+        cost: dict[tuple[str, str], dict[str, Any]] = {}
+        inflight = inflight_bytes = spans_dropped = overhead_ns = 0
         for snap in self._snapshots():
             inflight += snap.get("inflight", 0)
+            overhead_ns += snap.get("overhead_cpu_ns", 0)
             spans_dropped += snap.get("trace_spans_dropped", 0)
             inflight_bytes += snap.get("inflight_bytes", 0)
             drift = snap.get("drift") or drift  # the control plane's
@@ -240,11 +308,13 @@ class SnapshotCollector:
                 for code, n in [("OK", v["ok"]), *v["failures"].items()]:
                     ok[(*key, code)] = ok.get((*key, code), 0) + n
                 rows[key] = rows.get(key, 0) + v["rows"]
+                if "cost" in v:
+                    cost[key] = fold(cost.get(key), v["cost"])
                 if v.get("batching"):
                     batching.setdefault(key, v["batching"])
                     queued[key] = queued.get(key, 0) + v["batching"].get("queued", 0)
                 sizes = batch_rows.setdefault(key, {})
-                for size, n in (v.get("batches") or {}).items():
+                for size, (n, _ns) in (v.get("batches") or {}).items():  # [executions, ns]
                     sizes[int(size)] = sizes.get(int(size), 0) + n
                 upstream.add(key, v.get("upstream") or {})
                 routing.add_version(key, v)
@@ -279,6 +349,7 @@ class SnapshotCollector:
                 family.add_metric(version_labels, buckets(LATENCY_BOUNDS, counts), total)
             yield family
         yield _batch_sizes(batch_rows)
+        yield from cost_families(cost, overhead_ns)
         yield from _batching_gauges(batching)
         yield from upstream.families()
         yield from routing.families()

@@ -169,6 +169,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         profile, reference = self._plane.drift_reference(request.model)
         return pb.GetDriftReferenceResponse(profile=profile, reference=reference)
 
+    @handled
+    async def GetCostReport(self, request: pb.CostReportRequest, context: Any) -> pb.GetCostReportResponse:
+        if not request.since_s >= 0:  # NaN too
+            raise InvalidArgument(f"since_s must be >= 0 seconds, got {request.since_s}")
+        report = self._plane.cost_report(request.model, request.since_s)
+        versions = [
+            pb.VersionCost(**{k: v for k, v in row.items() if v is not None}) for row in report["versions"]
+        ]
+        return pb.GetCostReportResponse(
+            **{k: v for k, v in report.items() if k != "versions" and v is not None}, versions=versions
+        )
+
 
 def _need(value: str, name: str) -> None:
     if not value:

@@ -107,7 +107,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: Ctx
     ) -> pb.ModelStatisticsResponse:
-        return self._dp.model_statistics(request.name, request.version)
+        return await self._dp.model_statistics(request.name, request.version)
 
     @handled
     async def RepositoryIndex(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -334,13 +336,58 @@ def test_two_workers_share_one_port(repo: Path) -> None:
                 break
             time.sleep(0.2)
         assert metric(text, "modelgate_requests_total", model="mlp", version="1", code="OK") == 20
-        for _ in range(6):  # each worker answers ModelStatistics with its own count: both served
+        for _ in range(6):  # whichever worker answers ModelStatistics, it says what /metrics says
             with grpcclient.InferenceServerClient(proc.url) as c:
                 [stats] = c.get_inference_statistics("mlp", "1").model_stats
-                assert 0 < stats.inference_stats.success.count < 20, stats
+                assert stats.inference_stats.success.count == 20, stats
     finally:
         assert proc.terminate() == 0, proc.log()
     assert proc.log().count(": stopped") == 3  # both workers and the supervisor
+
+
+def statistics_on_new_connections(url: str, times: int = 6) -> list[tuple[int, int, int]]:
+    """(successes, rows, backend calls) of mlp version 1, asked on `times` new connections (the
+    kernel spreads them over the workers)."""
+    out = []
+    for _ in range(times):
+        with grpcclient.InferenceServerClient(url) as c:
+            [s] = c.get_inference_statistics("mlp", "1").model_stats
+            out.append((s.inference_stats.success.count, s.inference_count, s.execution_count))
+    return out
+
+
+def own_count(pid: int) -> int:
+    """What one worker served of mlp version 1, from its own snapshot in the run directory."""
+    [path] = Path(tempfile.gettempdir()).glob(f"modelgate-run-*/worker-{pid}.json")
+    [v] = [v for v in json.loads(path.read_text())["versions"] if (v["model"], v["version"]) == ("mlp", "1")]
+    return int(v["ok"])
+
+
+def test_model_statistics_are_summed_over_workers(repo: Path) -> None:
+    """With --workers 2, ModelStatistics answers for the whole gateway on any connection: the
+    answering worker's own counters as they are, the other's from its latest snapshot."""
+    proc = GatewayProcess(repo, "--workers", "2").wait_ready(lines=2)
+    try:
+        sent = 0
+        for i in range(24):  # a new connection each time, so both workers serve some
+            with grpcclient.InferenceServerClient(proc.url) as c:
+                x = grpcclient.InferInput("x", [1 + i % 3, 32], "FP32")
+                x.set_data_from_numpy(np.ones((1 + i % 3, 32), np.float32))
+                c.infer("mlp", [x], model_version="1")
+                sent += 1 + i % 3
+        expected = (24, sent, 24)  # unbatched: one backend call per request
+        deadline = time.monotonic() + 20
+        while (seen := statistics_on_new_connections(proc.url)) != [expected] * 6:
+            assert time.monotonic() < deadline, seen  # until both snapshots are handed over
+            time.sleep(0.2)
+        served = [own_count(pid) for pid in worker_pids(proc.proc.pid)]
+        assert len(served) == 2 and min(served) > 0 and sum(served) == 24, served  # a real sum
+        with grpcclient.InferenceServerClient(proc.url) as c:  # one connection: one worker
+            assert infer_mlp(c, "1") == "1"
+            [s] = c.get_inference_statistics("mlp", "1").model_stats
+            assert s.inference_stats.success.count == 25  # its own count is fresh, not a flush old
+    finally:
+        assert proc.terminate() == 0, proc.log()
 
 
 def test_a_second_gateway_on_a_busy_port_refuses_to_start(gateway: GatewayProcess, repo: Path) -> None:

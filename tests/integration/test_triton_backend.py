@@ -107,6 +107,12 @@ def test_pass_through_matches_the_model_run_directly(
             np.testing.assert_allclose(
                 result.as_numpy("y"), session.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6
             )
+        params = infer(client, "fraud", x, parameters={"cost": True}).get_response().parameters
+        assert params["cost_cpu_measured"].bool_param is False  # Triton's CPU is its own
+        assert params["cost_us"].double_param == 0 and params["cost_wall_us"].double_param > 0
+        text = scrape(proc.metrics_port)
+        assert metric(text, "modelgate_backend_cpu_seconds_total", model="fraud") == 0
+        assert metric(text, "modelgate_backend_wall_seconds_total", model="fraud") > 0
         ints = np.array([[2**40, -3, 0, 7]], dtype=np.int64)
         np.testing.assert_array_equal(infer(client, "ints", ints).as_numpy("y"), ints)
         doubles = np.array([[1e300, -0.5, np.pi, 0.0]], dtype=np.float64)

@@ -14,12 +14,13 @@ import pytest
 
 from gateway._proto import inference_pb2 as pb
 from gateway.dataplane import DataPlane
-from gateway.errors import LoadError, NotFound, ResourceExhausted, Unavailable
+from gateway.errors import InvalidArgument, LoadError, NotFound, ResourceExhausted, Unavailable
 from gateway.examples import mlp
 from gateway.registry import READY, Registry
 from gateway.repository import ModelSource, Repository
 from gateway.routing import TrafficPolicy
 from gateway.telemetry import Metrics
+from gateway.telemetry.cost import COST
 from gateway.tensors import Signature, TensorSpec
 
 pytestmark = pytest.mark.asyncio
@@ -49,6 +50,9 @@ class FakeBackend:
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], deadline: float | None = None
     ) -> dict[str, np.ndarray]:
         self.calls += 1
+        cost = COST.get()
+        if cost is not None:  # as a backend measures it: 1 µs of CPU per row
+            cost.cpu_ns += 1_000 * len(inputs["x"])
         if self._gate is not None:
             await self._gate.wait()
         return {"y": np.full((len(inputs["x"]), 1), float(self.version), np.float32)}
@@ -80,7 +84,11 @@ def repo(tmp_path: Path) -> Path:
 
 class World:
     def __init__(
-        self, repo: Path, failing: set[str] = frozenset(), gate: asyncio.Event | None = None
+        self,
+        repo: Path,
+        failing: set[str] = frozenset(),
+        gate: asyncio.Event | None = None,
+        peers: Any = None,
     ) -> None:
         self.backends: dict[str, FakeBackend] = {}
         self.failing = set(failing)
@@ -93,7 +101,9 @@ class World:
 
         self.metrics = Metrics()
         self.registry = Registry(Repository(repo), factory, self.metrics, drain_s=0)  # type: ignore[arg-type]
-        self.dataplane = DataPlane(self.registry, self.metrics, max_inflight=2, max_inflight_bytes=10_000)
+        self.dataplane = DataPlane(
+            self.registry, self.metrics, max_inflight=2, max_inflight_bytes=10_000, peers=peers
+        )
         self.dataplane.accepting = True
 
 
@@ -172,3 +182,39 @@ async def test_calls_cancelled_while_draining_are_counted_as_cut(repo: Path) -> 
     during.cancel()  # the stop ran out of grace
     await asyncio.gather(during, return_exceptions=True)
     assert world.dataplane.cut == 1 and world.metrics.inflight == 0
+
+
+async def test_the_cost_parameter_asks_for_the_request_share(repo: Path) -> None:
+    world = World(repo)
+    await world.registry.load_repository()
+    plain = await world.dataplane.infer(request(rows=3))
+    assert "cost_us" not in plain.parameters  # not asked: not there
+    asked = request(rows=3)
+    asked.parameters["cost"].bool_param = True
+    params = (await world.dataplane.infer(asked)).parameters
+    assert params["cost_us"].double_param == 3.0
+    assert "cost_gpu_us" not in params and "cost_cpu_measured" not in params  # no GPU, CPU measured
+    declined = request()
+    declined.parameters["cost"].bool_param = False
+    assert "cost_us" not in (await world.dataplane.infer(declined)).parameters
+    wrong = request()
+    wrong.parameters["cost"].int64_param = 1
+    with pytest.raises(InvalidArgument, match="parameter 'cost' must be a bool, got int64_param"):
+        await world.dataplane.infer(wrong)
+    assert world.metrics.for_version("m", "1").cpu_ns == 7_000  # the three calls that ran
+
+
+async def test_statistics_add_the_other_workers_snapshots_to_fresh_own_counters(repo: Path) -> None:
+    other = {
+        "model": "m", "version": "1", "ok": 5, "failures": {"INTERNAL": 1}, "rows": 9, "executions": 4,
+        "ok_ns": 500, "fail_ns": 7, "queue_ns": 50, "input_ns": 10, "infer_ns": 300, "output_ns": 20,
+        "last_ms": 1, "batches": {"1": [2, 100], "4": [2, 200]}, "routes": {"default": 5},
+    }  # fmt: skip
+    world = World(repo, peers=lambda: [{"versions": [other]}, {"versions": [dict(other, ok=1)]}])
+    await world.registry.load_repository()
+    await world.dataplane.infer(request(rows=4))
+    [stats] = (await world.dataplane.model_statistics("m", "1")).model_stats
+    assert (stats.inference_count, stats.execution_count) == (4 + 2 * 9, 1 + 2 * 4)
+    assert stats.inference_stats.success.count == 1 + 5 + 1  # this request counted at once
+    assert stats.inference_stats.fail.count == 2 and stats.last_inference > 1
+    assert {b.batch_size: b.compute_infer.count for b in stats.batch_stats} == {1: 4, 4: 5}

@@ -194,3 +194,45 @@ def test_reports_sum_every_worker(tmp_path: Path, repo: Path) -> None:
     assert (pair["compared"], pair["disagreed"], pair["agreement_rate"]) == (12, 3, 0.75)
     assert len(pair["recent"]) == 2 and pair["argmax_agreement"] == 0.75
     assert g.plane.served_by_all(1) and not g.plane.served_by_all(2)
+
+
+def cost_snapshot(requests: int) -> dict[str, Any]:
+    """A worker's snapshot whose mlp-like version m/1 served `requests`, 1 ms of CPU each."""
+    cost = {
+        "cpu_ns": requests * 1_000_000,
+        "gpu_ns": 0,
+        "wall_ns": requests * 2_000_000,
+        "cpu_measured": True,
+    }
+    version = {"model": "m", "version": "1", "ok": requests, "failures": {}, "rows": requests, "cost": cost}
+    return {"pid": 1, "versions": [version], "overhead_cpu_ns": requests * 500_000}
+
+
+def test_the_cost_report_takes_its_period_from_the_kept_sums(tmp_path: Path, repo: Path) -> None:
+    now = [1000.0]
+    served: list[dict[str, Any]] = [cost_snapshot(10)]
+    config = tmp_path / "gateway.yaml"
+    body = {
+        "model_repository": str(repo),
+        "state_dir": str(tmp_path / "state"),
+        "cost": {"cpu_core_hour_usd": 3.6},
+    }
+    config.write_text(yaml.safe_dump(body))
+    source = ConfigSource(config)
+    plane = ControlPlane(source.load(), source, tmp_path / "run", lambda: served, clock=lambda: now[0])
+    plane.tick()  # the first sample: 10 requests at t=1000
+    now[0], served[0] = 1010.0, cost_snapshot(30)
+    plane.tick()  # 30 at t=1010
+    now[0], served[0] = 1015.0, cost_snapshot(50)
+    plane.tick()  # not kept: within 10 s of the last sample
+    whole, last_10s, last_3s = plane.cost_report(), plane.cost_report("m", 10), plane.cost_report(since_s=3)
+    assert [r["versions"][0]["requests"] for r in (whole, last_10s, last_3s)] == [50, 40, 20]
+    assert [r["covered_s"] for r in (whole, last_10s, last_3s)] == [15.0, 15.0, 5.0]
+    [row] = last_3s["versions"]
+    assert row["cpu_seconds"] == pytest.approx(0.02) and last_3s["overhead_cpu_seconds"] == pytest.approx(
+        0.01
+    )
+    assert row["usd"] == pytest.approx(0.03 / 3600 * 3.6)  # (CPU + overhead) at 3.6 $ a core-hour
+    assert last_3s["cpu_core_hour_usd"] == 3.6 and last_3s["gpu_hour_usd"] is None
+    with pytest.raises(NotFound, match="unknown model 'nope'"):
+        plane.cost_report("nope")
