@@ -157,6 +157,7 @@ class Signature:
     _required: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _has_optional: bool = field(init=False, repr=False, compare=False)
     _fast: dict[str, tuple[int, list[int], int, np.dtype[Any]]] = field(init=False, repr=False, compare=False)
+    _layouts: dict[bytes, tuple[int, int, int]] = field(init=False, repr=False, compare=False)  # raw_parts
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_inputs", {s.name: s for s in self.inputs})
@@ -172,6 +173,7 @@ class Signature:
                 row_bytes = int(np.prod(tail, dtype=np.int64)) * dtype.itemsize
                 fast[s.name] = (len(s.shape), tail, row_bytes, dtype)
         object.__setattr__(self, "_fast", fast)
+        object.__setattr__(self, "_layouts", {})
 
     def input(self, name: str) -> TensorSpec | None:
         return self._inputs.get(name)
@@ -362,35 +364,51 @@ def raw_parts(request: Any, signature: Signature) -> tuple[int, tuple[bytes, ...
     """For a request in the common form (every input raw, batched and fixed-size, as the model
     declares it), its rows and its inputs' bytes in the signature's order: requests in this form
     can be joined into one batch without decoding each. None: any other form (`decode_inputs`
-    takes it, and explains what is wrong with it)."""
-    fast = signature._fast
+    takes it, and explains what is wrong with it).
+
+    Clients send the same few tensor headers over and over (name, datatype, shape), so each
+    header is checked once: its serialized bytes are remembered with what they mean."""
     inputs = request.inputs
     raw = request.raw_input_contents
-    if len(inputs) != len(fast) or len(raw) != len(inputs) or len(fast) != len(signature.inputs):
+    count = len(inputs)
+    if count != len(signature.inputs) or len(raw) != count:
         return None
-    found: dict[str, bytes] = {}
+    layouts = signature._layouts
+    found: list[bytes | None] = [None] * count
     rows = -1
-    for i, tensor in enumerate(inputs):
-        known = fast.get(tensor.name)
+    for i in range(count):
+        tensor = inputs[i]
+        header = tensor.SerializeToString()
+        known = layouts.get(header)
         if known is None:
+            known = _layout(tensor, signature)
+            if known is None:
+                return None
+            if len(layouts) >= 4096:  # bounded: headers of every row count, per input
+                layouts.clear()
+            layouts[header] = known
+        j, n, size = known
+        if (rows != -1 and n != rows) or found[j] is not None or len(data := raw[i]) != size:
             return None
-        rank, tail, row_bytes, _dtype = known
-        shape = tensor.shape
-        n = shape[0] if len(shape) == rank else 0
-        if (
-            not 0 < n <= signature.max_batch_size
-            or (rows != -1 and n != rows)
-            or shape[1:] != tail
-            or tensor.datatype != signature._inputs[tensor.name].datatype
-            or len(data := raw[i]) != n * row_bytes
-            or tensor.HasField("contents")
-        ):
-            return None
-        found[tensor.name] = data
+        found[j] = data
         rows = n
-    if len(found) != len(inputs):
+    return rows, tuple(found)  # type: ignore[arg-type]
+
+
+def _layout(tensor: Any, signature: Signature) -> tuple[int, int, int] | None:
+    """What a raw input's header means, if it is one the model takes as it is: (its place in the
+    signature, rows, bytes)."""
+    known = signature._fast.get(tensor.name)
+    if known is None or tensor.HasField("contents") or tensor.parameters:
         return None
-    return rows, tuple(found[s.name] for s in signature.inputs)
+    rank, tail, row_bytes, _dtype = known
+    shape = list(tensor.shape)
+    if len(shape) != rank or shape[1:] != tail or not 0 < shape[0] <= signature.max_batch_size:
+        return None
+    if tensor.datatype != signature._inputs[tensor.name].datatype:
+        return None
+    index = next(j for j, spec in enumerate(signature.inputs) if spec.name == tensor.name)
+    return index, shape[0], shape[0] * row_bytes
 
 
 def join_parts(parts: Sequence[tuple[bytes, ...]], rows: int, signature: Signature) -> dict[str, np.ndarray]:
