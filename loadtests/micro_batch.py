@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import numpy as np  # noqa: E402
 import uvloop  # noqa: E402
 from pygrpc_native import EVENT_CALL  # noqa: E402

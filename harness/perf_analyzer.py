@@ -3,12 +3,12 @@
 Prints a markdown table (throughput in infer/s, latency percentiles in ms) and writes the same rows
 to ``--out`` (``.json`` -> JSON list, anything else -> CSV).
 
-    python loadtests/perf_analyzer.py --url 127.0.0.1:8001 --model mlp --shape x:32 \
+    python harness/perf_analyzer.py --url 127.0.0.1:8001 --model mlp --shape x:32 \
         --concurrency 1,8,32,64 --measurement-ms 3000 [--streaming] [--label NAME] \
         [--out loadtests/results/pa.csv]
 
 Needs the perf_analyzer binary of tritonclient==2.41.0 (next to ``sys.executable`` by default)
-and its libraries: run ``loadtests/setup_perf_tools.sh <venv>`` once. LD_LIBRARY_PATH is set for
+and its libraries: run ``harness/setup_perf_tools.sh <venv>`` once. LD_LIBRARY_PATH is set for
 the child from the installed ``nvidia-cuda-runtime-cu12`` package (``nvidia/cuda_runtime/lib``).
 
 Other scripts: ``from perf_analyzer import run_perf_analyzer`` with ``loadtests/`` on sys.path.
@@ -235,7 +235,7 @@ def run_perf_analyzer(
     if find_cuda_runtime_lib(pa) is None:
         log(
             "perf_analyzer.py: warning: libcudart.so.12 (nvidia-cuda-runtime-cu12) not found; "
-            "run loadtests/setup_perf_tools.sh <venv>"
+            "run harness/setup_perf_tools.sh <venv>"
         )
     mode = "streaming" if streaming else ("async" if async_mode else "unary")
     if timeout_s is None:
