@@ -16,7 +16,7 @@ The control RPCs perf_analyzer needs are implemented: ServerLive, ServerReady, M
 ServerMetadata, ModelMetadata, ModelConfig (Triton extension), ModelStatistics. Anything else
 answers UNIMPLEMENTED and is counted; on exit a summary of calls per RPC goes to stderr.
 
-CLI:  python harness/bare_server.py --port 0 [--model mlp] [--input-dim 32] [--output-dim 8]
+CLI:  python -m harness.bare_server --port 0 [--model mlp] [--input-dim 32] [--output-dim 8]
 prints ``bare_server listening on 127.0.0.1:PORT`` on stdout once bound; stops on SIGTERM/SIGINT.
 
 From other scripts:  ``with BareServer() as bare: ... bare.address``.
