@@ -330,12 +330,9 @@ async def serve(
 
     loop = asyncio.get_running_loop()
     print(f"bare_server listening on {HOST}:{bound}", flush=True)
-    print(
-        f"bare_server: model={model} x FP32 [-1,{input_dim}] -> y FP32 [-1,{output_dim}], "
-        f"loop={type(loop).__module__}.{type(loop).__name__}, pid={os.getpid()}",
-        file=sys.stderr,
-        flush=True,
-    )
+    what = f"model={model} x FP32 [-1,{input_dim}] -> y FP32 [-1,{output_dim}]"
+    where = f"loop={type(loop).__module__}.{type(loop).__name__}, pid={os.getpid()}"
+    print(f"bare_server: {what}, {where}", file=sys.stderr, flush=True)
     try:
         if not await until_stopped(max_seconds or None):
             print(f"bare_server: --max-seconds {max_seconds} reached, stopping", file=sys.stderr, flush=True)
