@@ -64,6 +64,7 @@ def main() -> None:
         for case in CASES
         for name, backend in BACKENDS.items()
     }
+
     def turn(key: tuple[tuple[int, int], str]) -> float:
         return seconds_per_update(states[key], batches[key[0][0]], args.seconds)
 
