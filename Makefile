@@ -46,19 +46,19 @@ $(MODELS)/mlp/3/model.onnx: | $(STAMP)
 models: $(MODELS)/mlp/3/model.onnx
 
 perf-tools: $(STAMP)
-	bash loadtests/setup_perf_tools.sh $(VENV) >/dev/null
+	bash harness/setup_perf_tools.sh $(VENV) >/dev/null
 
 # A real headless browser (Debian's chromium) for the tests that open pages modelgate writes.
 browser:
-	bash tests/peers/setup_browser.sh
+	bash harness/setup_browser.sh
 
 # A real Prometheus (Debian's) for the test that evaluates the Grafana dashboard's queries.
 prometheus-peer:
-	bash tests/peers/setup_prometheus.sh
+	bash harness/setup_prometheus.sh
 
 # A real Triton Inference Server for tests and benchmarks, in its own venv (.venv-triton).
 triton-peer:
-	bash tests/peers/setup_triton.sh
+	bash harness/setup_triton.sh
 
 run: $(STAMP) models
 	@echo
@@ -73,7 +73,7 @@ run: $(STAMP) models
 	@echo
 	exec $(VENV)/bin/modelgate serve --model-repository $(MODELS) --config gateway.example.yaml --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --admin-port $(ADMIN_PORT)
 
-LINTED := gateway kernels tests loadtests tools setup.py
+LINTED := gateway kernels harness tests loadtests tools setup.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)

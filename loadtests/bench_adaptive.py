@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
-
-from perf_analyzer import run_perf_analyzer  # noqa: E402
-
-from gateway.examples import mlp, write_config, write_version  # noqa: E402
-from tests.peers.gateway import GatewayProcess  # noqa: E402
+from gateway.examples import mlp, write_config, write_version
+from harness.bench import RESULTS, ints, perf_rows, table, write_results
+from harness.gateway import GatewayProcess
+from harness.stats import interleaved, median_rows
 
 WIDE = (64, 2048, 2048, 2048, 8)
 
@@ -39,32 +35,12 @@ def run(
 ) -> dict[str, Any]:
     config = tmp / f"{label}.json"
     config.write_text(json.dumps({"batching": {"mode": "on", **batching}}))
-    gateway = GatewayProcess(repo, "--config", str(config)).wait_ready()
-    try:
-        [row] = run_perf_analyzer(
-            gateway.url, "wide", ["x:64"], [args.concurrency], measurement_ms=args.measurement_ms, label=label
-        )
-    finally:
-        gateway.terminate()
+    with GatewayProcess(repo, "--config", str(config)) as gateway:
+        [row] = perf_rows(label, gateway.url, [args.concurrency], model="wide", shapes=["x:64"],
+                          measurement_ms=args.measurement_ms)  # fmt: skip
     row["settings"] = batching
     print(f"{label}: {row['throughput_infer_s']} infer/s, p99 {row['p99_ms']} ms", flush=True)
     return row
-
-
-def median_row(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    good = [r for r in runs if r["status"] != "failed" and r["p99_ms"] is not None]
-    if not good:
-        return {**runs[0], "label": label}
-    return {
-        "label": label,
-        "status": "ok",
-        "settings": runs[0]["settings"],
-        "runs": len(good),
-        **{
-            key: round(statistics.median(r[key] for r in good), 2)
-            for key in ("throughput_infer_s", "p50_ms", "p99_ms")
-        },
-    }
 
 
 def main() -> int:
@@ -73,9 +49,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--measurement-ms", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", default="4,16,64", type=lambda s: [int(v) for v in s.split(",")])
-    parser.add_argument("--delays-us", default="0,2000", type=lambda s: [int(v) for v in s.split(",")])
-    parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results" / "bench_adaptive.json")
+    parser.add_argument("--sizes", default="4,16,64", type=ints)
+    parser.add_argument("--delays-us", default="0,2000", type=ints)
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_adaptive.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -88,11 +64,12 @@ def main() -> int:
             for delay in args.delays_us
         }
         settings[f"adaptive {args.target_ms:g} ms"] = {"target_p99_ms": args.target_ms}
-        runs: dict[str, list[dict[str, Any]]] = {label: [] for label in settings}
-        for _ in range(args.repeats):
-            for label, batching in settings.items():
-                runs[label].append(run(repo, tmp, batching, args, label))
-        rows = [median_row(label, rs) for label, rs in runs.items()]
+        runs = interleaved(
+            args.repeats, {label: lambda label=label, b=b: run(repo, tmp, b, args, label)
+                           for label, b in settings.items()}
+        )  # fmt: skip
+        keys = ("throughput_infer_s", "p50_ms", "p99_ms")
+        rows = [median_rows([[r] for r in rs], keys, digits=2)[0] for rs in runs.values()]
         static, adaptive = rows[:-1], rows[-1]
 
     def ok(r: dict[str, Any]) -> bool:
@@ -103,10 +80,11 @@ def main() -> int:
         f"\nwide model, c={args.concurrency}, target p99 {args.target_ms:g} ms, "
         f"medians of {args.repeats} interleaved rounds\n"
     )
-    print("| setting | infer/s | p50 ms | p99 ms | meets target |\n|---|---|---|---|---|")
-    for r in [*static, adaptive]:
-        meets = "yes" if ok(r) and r["p99_ms"] <= args.target_ms else "no"
-        print(f"| {r['label']} | {r['throughput_infer_s']} | {r['p50_ms']} | {r['p99_ms']} | {meets} |")
+    meets = ["yes" if ok(r) and r["p99_ms"] <= args.target_ms else "no" for r in [*static, adaptive]]
+    print(table(["setting", "infer/s", "p50 ms", "p99 ms", "meets target"], (
+        [r["label"], r["throughput_infer_s"], r["p50_ms"], r["p99_ms"], m]
+        for r, m in zip([*static, adaptive], meets, strict=True)
+    )))  # fmt: skip
     if meeting and ok(adaptive):
         best = max(meeting, key=lambda r: r["throughput_infer_s"])
         ratio = adaptive["throughput_infer_s"] / best["throughput_infer_s"]
@@ -114,10 +92,7 @@ def main() -> int:
         print(f"adaptive / best static: {ratio:.2f}× (target ≥ 0.90); adaptive p99 {adaptive['p99_ms']} ms")
     else:
         print("\nno static setting met the target at this load: raise --target-ms or lower --concurrency")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"static": static, "adaptive": adaptive, "target_ms": args.target_ms}, indent=2)
-    )
+    write_results(args.out, {"static": static, "adaptive": adaptive, "target_ms": args.target_ms})
     return 0
 
 

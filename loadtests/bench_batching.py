@@ -52,15 +52,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
-
-from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
-from perf_analyzer import FIELDS, infer_stats, run_perf_analyzer  # noqa: E402
-from procfs import group_cpu_s, processes  # noqa: E402
-
 from gateway.examples import mlp  # noqa: E402
-from tests.peers.gateway import GatewayProcess  # noqa: E402
-from tests.peers.triton import TritonError, TritonServer, make_onnx_python_model, triton_available  # noqa: E402
+from harness.bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
+from harness.gateway import GatewayProcess  # noqa: E402
+from harness.perf_analyzer import FIELDS, infer_stats, run_perf_analyzer  # noqa: E402
+from harness.procfs import group_cpu_s, processes  # noqa: E402
+from harness.triton import TritonError, TritonServer, make_onnx_python_model, triton_available  # noqa: E402
 
 RESULTS = ROOT / "loadtests" / "results"
 MODELS: dict[str, tuple[int, ...]] = {"small": (32, 256, 256, 8), "wide": (64, 2048, 2048, 2048, 8)}
@@ -717,7 +714,7 @@ def main() -> int:
         help="which of them also run streaming",
     )
     ap.add_argument("--skip-triton", action="store_true", help="leave out (c)")
-    ap.add_argument("--triton-venv", default=None, help="default .venv-triton (tests/peers/setup_triton.sh)")
+    ap.add_argument("--triton-venv", default=None, help="default .venv-triton (harness/setup_triton.sh)")
     ap.add_argument("--triton-max-restarts", type=int, default=8, help="per model")
     ap.add_argument(
         "--gateway-intra-op-threads",
@@ -738,7 +735,7 @@ def main() -> int:
 
     servers = [s for s in args.servers if not (s == "c" and args.skip_triton)]
     if "c" in servers and not triton_available(args.triton_venv):
-        log("no Triton venv (run tests/peers/setup_triton.sh): leaving out (c)")
+        log("no Triton venv (run harness/setup_triton.sh): leaving out (c)")
         servers.remove("c")
     facts = machine_facts()
     log(f"machine: {facts['nproc']} cores, loadavg {facts['loadavg_start']}, commit {facts['commit']}")

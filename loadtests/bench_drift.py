@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import bench_gateway  # the A/B runner this scenario drives (loadtests/ is the script's directory)
 import numpy as np
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
-
-from gateway.drift import build_profile  # noqa: E402
-from gateway.examples import mlp  # noqa: E402
+from gateway.drift import build_profile
+from gateway.examples import mlp
 
 
 def main() -> int:
@@ -46,13 +43,11 @@ def main() -> int:
         path = Path(tmp) / "mlp.npz"
         profile.save(path)
         variant = {"models": {"mlp": {"drift": {"reference": str(path)}}}}
-        command = [
-            sys.executable, str(ROOT / "loadtests" / "bench_gateway.py"),
+        return bench_gateway.main([
             "--concurrency", args.concurrency, "--measurement-ms", args.measurement_ms,
             "--repeats", args.repeats, "--batching", args.batching, "--skip-bare",
             "--variant", f"drift={json.dumps(variant)}",
-        ]  # fmt: skip
-        return subprocess.call(command)
+        ])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
                                       [--skip-bare]
 
 Starts, one after the other on free loopback ports: (d) the bare grpc.aio server that answers
-ModelInfer with a precomputed response (loadtests/bare_server.py), and the gateway serving the
+ModelInfer with a precomputed response (harness/bare_server.py), and the gateway serving the
 example repository's `mlp` (32 -> 256 -> 256 -> 8, 1-row requests), once per --batching mode
 (`auto`: as the example's config.pbtxt says, i.e. on with a 500 µs delay). perf_analyzer drives
 them all with the same settings; the table gives throughput and latency per concurrency and the
@@ -29,62 +29,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
-
-from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
-from perf_analyzer import infer_stats, run_perf_analyzer  # noqa: E402
-from procfs import group_cpu_s  # noqa: E402
-
-from gateway.examples import example_repository  # noqa: E402
-from tests.peers.gateway import GatewayProcess  # noqa: E402
+from gateway.examples import example_repository
+from harness.bare_server import BareServer
+from harness.bench import RESULTS, cell, ints, perf_rows, table, write_results
+from harness.gateway import GatewayProcess
+from harness.stats import median_rows, ratio
 
 BARE = "bare grpc.aio (d)"
-
-
-def _median_rows(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    out = []
-    for rows in zip(*runs, strict=True):
-        ok = [r for r in rows if r["status"] != "failed"]
-        merged = dict(rows[0])
-        for key in ("throughput_infer_s", "p50_ms", "p99_ms", "cpu_us_per_request"):
-            values = [r[key] for r in ok if r.get(key) is not None]
-            merged[key] = statistics.median(values) if values else None
-        merged["status"] = "ok" if ok else "failed"
-        out.append(merged)
-    return out
-
-
-def measure(label: str, url: str, args: argparse.Namespace, pgid: int | None = None) -> list[dict[str, Any]]:
-    """perf_analyzer at each concurrency; with the server's process group, also its CPU per
-    request (the whole run's CPU over the requests its ModelStatistics counted)."""
-    rows = []
-    for c in args.concurrency:
-        before, cpu0 = infer_stats(url, "mlp") if pgid else None, group_cpu_s(pgid) if pgid else 0.0
-        row = run_perf_analyzer(
-            url,
-            "mlp",
-            ["x:32"],
-            [c],
-            measurement_ms=args.measurement_ms,
-            streaming=args.streaming,
-            label=label,
-            extra_args=[a for h in args.header for a in ("-H", h)],
-        )[0]
-        after = infer_stats(url, "mlp") if pgid else None
-        row["cpu_us_per_request"] = (
-            (group_cpu_s(pgid) - cpu0) / (after[0] - before[0]) * 1e6  # type: ignore[operator]
-            if before and after and after[0] > before[0]
-            else None
-        )
-        rows.append(row)
-    return rows
+KEYS = ("throughput_infer_s", "p50_ms", "p99_ms", "cpu_us_per_request")
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -96,10 +53,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--concurrency", default="1,8,32,64",
-                        type=lambda s: [int(c) for c in s.split(",")])  # fmt: skip
+    parser.add_argument("--concurrency", default="1,8,32,64", type=ints)
     parser.add_argument("--measurement-ms", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--streaming", action="store_true")
@@ -114,8 +70,22 @@ def main() -> int:
     )
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--skip-bare", action="store_true")
-    parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results" / "bench_gateway.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_gateway.json")
+    args = parser.parse_args(argv)
+    pa = {
+        "measurement_ms": args.measurement_ms,
+        "streaming": args.streaming,
+        "extra_args": [a for h in args.header for a in ("-H", h)],
+    }
+
+    def bare() -> list[dict[str, Any]]:
+        with BareServer() as server:
+            return perf_rows("bare", server.address, args.concurrency, **pa)
+
+    def gateway(label: str, config: Path, batching: str) -> list[dict[str, Any]]:
+        flags = ["--workers", str(args.workers), "--batching", batching, "--config", str(config)]
+        with GatewayProcess(repo, *flags).wait_ready(lines=args.workers) as g:
+            return perf_rows(label, g.url, args.concurrency, pgid=g.proc.pid, **pa)
 
     runs: dict[str, list[list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,44 +100,37 @@ def main() -> int:
                 gateways.append((label, config, batching))
         for _ in range(args.repeats):
             if not args.skip_bare:
-                proc, port = start_bare_server_subprocess()
-                try:
-                    runs.setdefault(BARE, []).append(measure("bare", f"127.0.0.1:{port}", args))
-                finally:
-                    stop_bare_server(proc)
+                runs.setdefault(BARE, []).append(bare())
             for label, config, batching in gateways:
-                gateway = GatewayProcess(
-                    repo, "--workers", str(args.workers), "--batching", batching, "--config", str(config)
-                ).wait_ready(lines=args.workers)
-                try:
-                    runs.setdefault(label, []).append(measure(label, gateway.url, args, gateway.proc.pid))
-                finally:
-                    gateway.terminate()
-    results = {label: _median_rows(r) for label, r in runs.items()}
+                runs.setdefault(label, []).append(gateway(label, config, batching))
+    results = {label: median_rows(r, KEYS) for label, r in runs.items()}
 
     mode = "streaming" if args.streaming else "unary"
     print(f"\nmlp, 1-row {mode} requests, perf_analyzer, medians of {args.repeats} interleaved run(s)\n")
-    print("| server | concurrency | infer/s | p50 ms | p99 ms | × bare | × first gateway | CPU µs/request |")
-    print("|---|---|---|---|---|---|---|---|")
     first = next(label for label in results if label != BARE)
 
-    def ratio(r: dict[str, Any], against: str) -> str:
+    def times(r: dict[str, Any], against: str) -> str:
         if against not in results:
             return "—"
-        base = {row["concurrency"]: row for row in results[against]}[r["concurrency"]]["throughput_infer_s"]
-        return f"{r['throughput_infer_s'] / base:.3f}" if r["throughput_infer_s"] and base else "—"
+        base = {row["concurrency"]: row for row in results[against]}[r["concurrency"]]
+        return cell(ratio(r["throughput_infer_s"], base["throughput_infer_s"]) or None, ".3f")
 
-    for name, rows in results.items():
-        for r in rows:
-            cells = [
-                f"{r[k]:,.1f}" if r[k] is not None else "—"
-                for k in ("throughput_infer_s", "p50_ms", "p99_ms")
-            ]
-            cpu = r.get("cpu_us_per_request")
-            cells += [ratio(r, BARE), ratio(r, first), f"{cpu:.1f}" if cpu else "—"]
-            print(f"| {name} | {r['concurrency']} | {' | '.join(cells)} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    head = [
+        "server",
+        "concurrency",
+        "infer/s",
+        "p50 ms",
+        "p99 ms",
+        "× bare",
+        "× first gateway",
+        "CPU µs/request",
+    ]
+    print(table(head, (
+        [name, r["concurrency"], *(cell(r[k]) for k in KEYS[:3]), times(r, BARE), times(r, first),
+         cell(r.get("cpu_us_per_request") or None, ".1f")]
+        for name, rows in results.items() for r in rows
+    )))  # fmt: skip
+    write_results(args.out, results)
     return 0
 
 

@@ -41,17 +41,16 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
+import tritonclient.grpc as grpcclient
+from bench_batching import MODELS, SERVERS, start_server
+
+from gateway._proto import inference_pb2 as pb
+from gateway.examples import mlp
+from harness.procfs import group_cpu_s
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
-
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import tritonclient.grpc as grpcclient  # noqa: E402
-from bench_batching import MODELS, SERVERS, start_server  # noqa: E402
-from procfs import group_cpu_s  # noqa: E402
-
-from gateway._proto import inference_pb2 as pb  # noqa: E402
-from gateway.examples import mlp  # noqa: E402
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 RESULTS = ROOT / "loadtests" / "results"

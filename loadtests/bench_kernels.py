@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
 from types import ModuleType
 
 import numpy as np
 
+from harness.stats import interleaved, median
 from kernels import NumericStats, _reference, _stats, quantile_edges
 
 N_FEATURES = 32
@@ -64,13 +64,11 @@ def main() -> None:
         for case in CASES
         for name, backend in BACKENDS.items()
     }
-    times: dict[tuple[tuple[int, int], str], list[float]] = {key: [] for key in states}
-    for _ in range(args.rounds):
-        for case in CASES:
-            for name in BACKENDS:
-                times[case, name].append(
-                    seconds_per_update(states[case, name], batches[case[0]], args.seconds)
-                )
+
+    def turn(key: tuple[tuple[int, int], str]) -> float:
+        return seconds_per_update(states[key], batches[key[0][0]], args.seconds)
+
+    times = interleaved(args.rounds, {key: lambda key=key: turn(key) for key in states})
 
     print(f"# bench_kernels: {platform.machine()}, {os.cpu_count()} CPUs, one thread, float32 x {N_FEATURES}")
     print(f"# medians of {args.rounds} interleaved rounds of {args.seconds} s per backend and case")
@@ -78,8 +76,8 @@ def main() -> None:
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     for rows, bins in CASES:
-        compiled = statistics.median(times[(rows, bins), "compiled"])
-        ref = statistics.median(times[(rows, bins), "reference"])
+        compiled = median(times[(rows, bins), "compiled"]) or 0.0
+        ref = median(times[(rows, bins), "reference"]) or 0.0
         values = rows * N_FEATURES
         print(
             f"| {rows:,} x {N_FEATURES} | {bins} | {compiled * 1e6:,.1f} | {values / compiled / 1e6:,.0f} "

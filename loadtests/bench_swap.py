@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import tritonclient.grpc.aio as aioclient
+import yaml
+from tritonclient.utils import InferenceServerException
 
-import numpy as np  # noqa: E402
-import tritonclient.grpc.aio as aioclient  # noqa: E402
-import yaml  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
-
-from gateway.examples import mlp, write_config, write_version  # noqa: E402
-from tests.peers.gateway import GatewayProcess  # noqa: E402
+from gateway.examples import mlp, write_config, write_version
+from harness.bench import table
+from harness.gateway import GatewayProcess
+from harness.stats import p99
 
 
 def write(path: Path, version: str) -> None:
@@ -72,10 +70,6 @@ async def drive(
     return samples, swaps, failures
 
 
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98] if len(values) >= 100 else float("nan")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30)
@@ -91,14 +85,9 @@ def main() -> int:
         write_config(repo, "m", "max_batch_size: 8\nversion_policy: { specific { versions: [1] } }\n")
         config = Path(tmp) / "gateway.yaml"
         write(config, "1")
-        proc = GatewayProcess(
-            repo, "--config", str(config), "--transport", args.transport, "--log-level", "info"
-        )
-        proc.wait_ready()
-        try:
+        flags = ["--config", str(config), "--transport", args.transport, "--log-level", "info"]
+        with GatewayProcess(repo, *flags) as proc:
             samples, swaps, failures = asyncio.run(drive(proc.url, args, config))
-        finally:
-            proc.terminate()
         applied = proc.log().count("config revision")
     warm = samples[0][0] + 2.0 if samples else 0.0
     during = [lat for start, lat in samples if any(s <= start < s + args.window_s for s in swaps)]
@@ -109,11 +98,9 @@ def main() -> int:
     ]
     what = f"{args.concurrency} clients, {args.seconds:.0f} s, {args.swaps} swaps ({applied} applied)"
     print(f"\n{args.transport} transport, {what}\n")
-    print("| requests | steady p99 ms | p99 within a swap's window ms | ratio | failed |")
-    print("|---|---|---|---|---|")
     cells = [f"{len(samples):,}", f"{p99(steady) * 1e3:.2f}", f"{p99(during) * 1e3:.2f}"]
     cells += [f"{p99(during) / p99(steady):.2f}", str(len(failures))]
-    print("| " + " | ".join(cells) + " |")
+    print(table(["requests", "steady p99 ms", "p99 within a swap's window ms", "ratio", "failed"], [cells]))
     for failure in failures[:20]:
         print("failed:", failure)
     return 0 if not failures else 1

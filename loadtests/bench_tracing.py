@@ -5,7 +5,7 @@ side in one run (loadtests/bench_gateway.py's A/B of --variant gateways).
                                       [--batching auto] [--exporter otlp|none]
                                       [--ratios 0,0.01,1]
 
-Spans go over OTLP/gRPC to a real receiver in this process (tests/peers/otlp.py), so the 100% row
+Spans go over OTLP/gRPC to a real receiver in this process (harness/otlp.py), so the 100% row
 pays for export too: spans serialized and sent by the gateway's export thread. `--exporter none`
 makes the spans and drops them (the SDK's cost alone). Requests carry no `traceparent`, so the
 sampling ratio decides for every one. The table's "× first gateway" column is each variant's
@@ -17,14 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
+import bench_gateway  # the A/B runner this scenario drives (loadtests/ is the script's directory)
 
-import bench_gateway  # noqa: E402
-
-from tests.peers.otlp import OtlpReceiver  # noqa: E402
+from harness.bench import RESULTS, floats
+from harness.otlp import OtlpReceiver
 
 
 def main() -> int:
@@ -34,7 +31,7 @@ def main() -> int:
     parser.add_argument("--repeats", default="3")
     parser.add_argument("--batching", default="auto")
     parser.add_argument("--exporter", default="otlp", choices=("otlp", "none"))
-    parser.add_argument("--ratios", default="0,0.01,1", type=lambda s: [float(r) for r in s.split(",")])
+    parser.add_argument("--ratios", default="0,0.01,1", type=floats)
     args = parser.parse_args()
     with OtlpReceiver() as receiver:
 
@@ -44,17 +41,15 @@ def main() -> int:
                 on["endpoint"] = receiver.endpoint
             return json.dumps({"telemetry": {"tracing": on}})
 
-        sys.argv = [
-            "bench_gateway.py",
+        code = bench_gateway.main([
             "--skip-bare",
             "--concurrency", args.concurrency,
             "--measurement-ms", args.measurement_ms,
             "--repeats", args.repeats,
             "--batching", args.batching,
             *[a for r in args.ratios for a in ("--variant", f"tracing {r:.0%}={tracing(r)}")],
-            "--out", str(ROOT / "loadtests" / "results" / "bench_tracing.json"),
-        ]  # fmt: skip
-        code = bench_gateway.main()
+            "--out", str(RESULTS / "bench_tracing.json"),
+        ])  # fmt: skip
         print(f"\nspans received by the OTLP receiver: {len(receiver.spans())}")
     return code
 

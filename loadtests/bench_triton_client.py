@@ -2,7 +2,7 @@
 
     python loadtests/bench_triton_client.py [--calls 3000] [--concurrency 1,16] [--repeats 3]
 
-Calls ModelInfer on the bare grpc.aio server (loadtests/bare_server.py: answers at once, so the
+Calls ModelInfer on the bare grpc.aio server (harness/bare_server.py: answers at once, so the
 client's own cost shows) with (1) modelgate's generated stubs on a grpc.aio channel, as
 gateway/backends/triton.py does, and (2) tritonclient.grpc.aio (InferInput / infer / as_numpy).
 Both build a 1 x 32 FP32 raw request and decode the 1 x 8 FP32 answer to NumPy. Reports calls/s
@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
+import grpc
 import numpy as np
+import tritonclient.grpc.aio as tc_aio
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
-
-import grpc  # noqa: E402
-import tritonclient.grpc.aio as tc_aio  # noqa: E402
-from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
-
-from gateway._proto import inference_pb2 as pb  # noqa: E402
-from gateway._proto import inference_pb2_grpc as pb_grpc  # noqa: E402
+from gateway._proto import inference_pb2 as pb
+from gateway._proto import inference_pb2_grpc as pb_grpc
+from harness.bare_server import BareServer
+from harness.bench import drive, ints, table
+from harness.stats import median
 
 X = np.ones((1, 32), np.float32)
 Client = tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]  # (one call, close)
@@ -68,17 +64,9 @@ async def measure(
     call, close = await factory(url)
     for _ in range(50):
         await call()
-    remaining = calls
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            await call()
-
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    cpu0 = time.process_time()
+    wall = await drive(lambda _: call(), calls, concurrency)
+    cpu = time.process_time() - cpu0
     await close()
     return calls / wall, cpu / calls * 1e6
 
@@ -86,7 +74,7 @@ async def measure(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--concurrency", default="1,16", type=lambda s: [int(c) for c in s.split(",")])
+    parser.add_argument("--concurrency", default="1,16", type=ints)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     try:
@@ -95,28 +83,23 @@ def main() -> int:
         uvloop.install()
     except ImportError:
         pass
-    proc, port = start_bare_server_subprocess()
-    url = f"127.0.0.1:{port}"
-    try:
-        print("| client | concurrency | calls/s | client CPU µs/call |")
-        print("|---|---|---|---|")
+    clients = {"modelgate stubs (grpc.aio)": own_stubs, "tritonclient.grpc.aio": tritonclient_aio}
+    lines = []
+    with BareServer() as bare:
         for concurrency in args.concurrency:
             rows = {}
-            for name, factory in (
-                ("modelgate stubs (grpc.aio)", own_stubs),
-                ("tritonclient.grpc.aio", tritonclient_aio),
-            ):
+            for name, factory in clients.items():
                 runs = [
-                    asyncio.run(measure(factory, url, args.calls, concurrency)) for _ in range(args.repeats)
+                    asyncio.run(measure(factory, bare.address, args.calls, concurrency))
+                    for _ in range(args.repeats)
                 ]
-                rows[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
-                print(f"| {name} | {concurrency} | {rows[name][0]:,.0f} | {rows[name][1]:,.0f} |")
+                rows[name] = (median(r[0] for r in runs) or 0.0, median(r[1] for r in runs) or 0.0)
+                lines.append([name, concurrency, f"{rows[name][0]:,.0f}", f"{rows[name][1]:,.0f}"])
             own, tc = rows["modelgate stubs (grpc.aio)"], rows["tritonclient.grpc.aio"]
-            print(
-                f"| ratio own/tritonclient | {concurrency} | {own[0] / tc[0]:.2f}× | {own[1] / tc[1]:.2f}× |"
+            lines.append(
+                ["ratio own/tritonclient", concurrency, f"{own[0] / tc[0]:.2f}×", f"{own[1] / tc[1]:.2f}×"]
             )
-    finally:
-        stop_bare_server(proc)
+    print(table(["client", "concurrency", "calls/s", "client CPU µs/call"], lines))
     return 0
 
 

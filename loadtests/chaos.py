@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,22 +34,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
+import onnxruntime as ort
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
+from gateway._proto import admin_pb2, admin_pb2_grpc
+from gateway.examples import example_repository, mlp
+from harness.bench import RESULTS, table
+from harness.gateway import GatewayProcess
+from harness.procfs import children, stat
+from harness.triton import TritonServer, make_onnx_python_model, triton_available
 
-import grpc  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import tritonclient.grpc as grpcclient  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
-
-from gateway._proto import admin_pb2, admin_pb2_grpc  # noqa: E402
-from gateway.examples import example_repository, mlp  # noqa: E402
-from tests.peers.gateway import GatewayProcess  # noqa: E402
-from tests.peers.triton import TritonServer, make_onnx_python_model, triton_available  # noqa: E402
-
-RESULTS = ROOT / "loadtests" / "results"
 X = np.linspace(-1, 1, 32, dtype=np.float32).reshape(1, 32)
 
 
@@ -127,15 +123,8 @@ def stream_loop(url: str, stop: threading.Event, record: Record, deadline_s: flo
 
 
 def workers_of(supervisor: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True).stdout
-    pids = []
-    for p in out.split():
-        try:
-            if Path(f"/proc/{p}/comm").read_text().startswith("modelgate-w"):
-                pids.append(int(p))
-        except OSError:
-            pass
-    return sorted(pids)
+    named = ((p, stat(f"/proc/{p}/stat")) for p in children(supervisor))
+    return sorted(p for p, found in named if found and found[0].startswith("modelgate-w"))
 
 
 def per_second(record: Record, t0: float, end: float) -> list[dict[str, Any]]:
@@ -268,11 +257,12 @@ def main() -> int:
     total = Counter(c[2] for c in record.calls)
     span = f"{end - t0:.0f} s"
     print(f"\nchaos: {len(record.calls)} calls over {span}, {args.workers} workers, Triton: {bool(tritons)}")
-    print("| fault | at s | calls until the next | failed (status: n) | hung | back to 90% after s |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        failed = ", ".join(f"{k}: {v}" for k, v in sorted(r["failed"].items())) or "none"
-        print(f"| {r['fault']} | {r['at_s']} | {r['calls']} | {failed} | {r['hung']} | {r['recovered_s']} |")
+    head = ["fault", "at s", "calls until the next", "failed (status: n)", "hung", "back to 90% after s"]
+    failed = [", ".join(f"{k}: {v}" for k, v in sorted(r["failed"].items())) or "none" for r in rows]
+    keys = ("fault", "at_s", "calls", "failed", "hung", "recovered_s")
+    print(
+        table(head, ([f if k == "failed" else r[k] for k in keys] for r, f in zip(rows, failed, strict=True)))
+    )
     print(f"all calls: {dict(total)}; wrong answers: {len(record.wrong)}; gateway exit status {status}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "chaos.json").write_text(

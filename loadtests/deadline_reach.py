@@ -2,7 +2,7 @@
 
     python loadtests/deadline_reach.py [--transport native|grpcio]
 
-The gateway in front of tests/peers/recorder.py (a KServe v2 server that logs each call's
+The gateway in front of harness/recorder.py (a KServe v2 server that logs each call's
 `time_remaining`), batching off; 20 calls at each of 1 µs, 100 µs, 1 ms and 3 ms client
 deadlines. Prints how many reached the recorder and the most time any of them had left: the
 gateway refuses a call before the remote call only when nothing is left by then.
@@ -12,22 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import tritonclient.grpc as grpcclient  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
-
-from tests.peers.gateway import GatewayProcess  # noqa: E402
+from harness.gateway import GatewayProcess
+from harness.recorder import RecorderServer
 
 
 def main() -> int:
@@ -37,26 +32,12 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="deadline-"))
     log = tmp / "calls.jsonl"
     log.write_text("")
-    recorder = subprocess.Popen(
-        [sys.executable, "-m", "tests.peers.recorder", "--port", "0", "--log", str(log)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert recorder.stdout is not None
-    address = re.search(r"listening on (\S+)", recorder.stdout.readline()).group(1)  # type: ignore[union-attr]
-    config = {"models": {"echo": {"versions": {"1": {"backend": "triton", "endpoints": [address]}}}}}
-    (tmp / "gateway.json").write_text(json.dumps(config))
-    (tmp / "models").mkdir()
-    proc = GatewayProcess(
-        tmp / "models",
-        "--config",
-        str(tmp / "gateway.json"),
-        "--batching",
-        "off",
-        "--transport",
-        args.transport,
-    ).wait_ready()
-    try:
-        with grpcclient.InferenceServerClient(proc.url) as c:
+    with RecorderServer(log) as recorder:
+        version = {"backend": "triton", "endpoints": [recorder.address]}
+        (tmp / "gateway.json").write_text(json.dumps({"models": {"echo": {"versions": {"1": version}}}}))
+        (tmp / "models").mkdir()
+        flags = ["--config", str(tmp / "gateway.json"), "--batching", "off", "--transport", args.transport]
+        with GatewayProcess(tmp / "models", *flags) as proc, grpcclient.InferenceServerClient(proc.url) as c:
             x = grpcclient.InferInput("x", [1, 4], "FP32")
             x.set_data_from_numpy(np.zeros((1, 4), np.float32))
             sent = 0
@@ -67,10 +48,7 @@ def main() -> int:
                         c.infer("echo", [x], client_timeout=deadline)
                     except InferenceServerException:
                         pass
-        time.sleep(0.5)
-    finally:
-        proc.terminate()
-        recorder.terminate()
+            time.sleep(0.5)  # the last calls' lines reach the recorder's log
     left = [json.loads(line)["time_remaining"] for line in log.read_text().splitlines()]
     most = 1e3 * max(left, default=0)
     print(f"{args.transport}: {len(left)} of {sent} calls reached the remote; most left: {most:.2f} ms")

@@ -26,18 +26,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import uvloop
+from pygrpc_native import EVENT_CALL
 
-import numpy as np  # noqa: E402
-import uvloop  # noqa: E402
-from pygrpc_native import EVENT_CALL  # noqa: E402
-
-from gateway._proto import inference_pb2 as pb  # noqa: E402
-from gateway.examples import example_repository  # noqa: E402
-from gateway.server import Gateway  # noqa: E402
-from gateway.settings import load_settings  # noqa: E402
-from gateway.transport import InferenceServicer, add_inference_service, new_server  # noqa: E402
+from gateway._proto import inference_pb2 as pb
+from gateway.examples import example_repository
+from gateway.server import Gateway
+from gateway.settings import load_settings
+from gateway.transport import InferenceServicer, add_inference_service, new_server
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 DETAILS = ((("user-agent", "micro_batch"),), "ipv4:127.0.0.1:1", None)

@@ -25,16 +25,13 @@ import timeit
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+from micro_tracing import build, measure, on_example, parser, print_medians
 
-import numpy as np  # noqa: E402
-from micro_tracing import build, measure, on_example, parser, print_medians  # noqa: E402
-
-from gateway._proto import inference_pb2 as pb  # noqa: E402
-from gateway.telemetry import VersionMetrics  # noqa: E402
-from gateway.telemetry.cost import COST, CallCost  # noqa: E402
-from gateway.transport import InferenceServicer  # noqa: E402
+from gateway._proto import inference_pb2 as pb
+from gateway.telemetry import VersionMetrics
+from gateway.telemetry.cost import COST, CallCost
+from gateway.transport import InferenceServicer
 
 
 def pieces(number: int = 200_000) -> list[tuple[str, float]]:

@@ -12,64 +12,30 @@ call: the cost of lookup, decode, validation, batching, the model and encoding, 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import uvloop
 
-import numpy as np  # noqa: E402
-import uvloop  # noqa: E402
-
-from gateway._proto import inference_pb2 as pb  # noqa: E402
-from gateway.examples import example_repository  # noqa: E402
-from gateway.server import Gateway  # noqa: E402
-from gateway.settings import load_settings  # noqa: E402
+from gateway.examples import example_repository
+from harness.bench import drive
+from harness.inprocess import in_process_gateway, infer_request
 
 
 async def run(repo: Path, args: argparse.Namespace) -> None:
-    settings = load_settings(
-        overrides={
-            "model_repository": repo,
-            "grpc_port": 0,
-            "metrics_port": -1,
-            "batching": {"mode": args.batching},
-        }
-    )
-    gateway = Gateway(settings, run_dir=Path(tempfile.mkdtemp(prefix="modelgate-run-")))
-    await gateway.registry.load("mlp")
-    if args.fake_backend:
-        served = gateway.registry.get("mlp")
-        answer = np.ones((64, 8), np.float32)
+    gateway = await in_process_gateway(repo, fake=args.fake_backend, batching={"mode": args.batching})
+    request = infer_request()
 
-        async def fake(
-            inputs: dict[str, np.ndarray], outputs: object, deadline: object = None
-        ) -> dict[str, np.ndarray]:
-            return {"y": answer[: len(inputs["x"])]}
+    async def call(_: int) -> None:
+        await gateway.dataplane.infer(request)
 
-        served.run = fake
-        if served.batcher is not None:
-            served.batcher._run = fake
-    request = pb.ModelInferRequest(model_name="mlp")
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 32])
-    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
-    left = args.calls
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await gateway.dataplane.infer(request)
-
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))  # warm-up round
+    await drive(call, args.calls, args.concurrency)  # warm-up round
     served = gateway.registry.get("mlp")
     executions, rows = served.metrics.execution_count, served.metrics.inference_count
-    left = args.calls
     began = time.process_time()
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    await drive(call, args.calls, args.concurrency)
     cpu_us = (time.process_time() - began) / args.calls * 1e6
     per_call = (served.metrics.inference_count - rows) / max(1, served.metrics.execution_count - executions)
     backend = "faked backend" if args.fake_backend else "ONNX Runtime"

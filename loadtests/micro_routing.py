@@ -20,25 +20,22 @@ without a traffic policy, side by side in one run.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import uvloop
 
-import numpy as np  # noqa: E402
-import uvloop  # noqa: E402
-
-from gateway._proto import inference_pb2 as pb  # noqa: E402
-from gateway.examples import example_repository  # noqa: E402
-from gateway.routing import NO_POLICY, Router, TrafficPolicy  # noqa: E402
-from gateway.server import Gateway  # noqa: E402
-from gateway.settings import load_settings  # noqa: E402
+from gateway._proto import inference_pb2 as pb
+from gateway.examples import example_repository
+from gateway.routing import NO_POLICY, Router, TrafficPolicy
+from gateway.server import Gateway
+from harness.bench import drive, table
+from harness.inprocess import in_process_gateway, infer_request
+from harness.stats import interleaved_async, median
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -80,10 +77,7 @@ def pieces(n: int) -> None:
 
     a = {"y": np.random.default_rng(1).random((1, 8), np.float32)}
     b = {"y": np.random.default_rng(2).random((1, 8), np.float32)}
-    request = pb.ModelInferRequest(model_name="mlp")
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 32])
-    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
-    body = request.SerializeToString()
+    body = infer_request().SerializeToString()
 
     def response(params: bool) -> None:
         r = pb.ModelInferResponse(model_name="mlp", model_version="1", id="")
@@ -110,46 +104,14 @@ def pieces(n: int) -> None:
 
 async def build(repo: Path, variant: str, backend: str) -> Gateway:
     models = {"mlp": VARIANTS[variant]} if VARIANTS[variant] else {}
-    settings = load_settings(
-        overrides={
-            "model_repository": repo,
-            "grpc_port": 0,
-            "metrics_port": -1,
-            "batching": {"mode": "off"},
-            "models": models,
-        },
-        environ={},
-    )
-    gateway = Gateway(settings, run_dir=Path(tempfile.mkdtemp(prefix="modelgate-run-")))
-    await gateway.registry.load("mlp")
-    if backend == "fake":
-        answer = np.ones((64, 8), np.float32)
-
-        async def fake(inputs: Any, outputs: object, deadline: object = None) -> dict[str, np.ndarray]:
-            return {"y": answer[: len(inputs["x"])]}
-
-        for served in gateway.registry.model("mlp").versions.values():
-            served.run = fake
-            if served.batcher is not None:
-                served.batcher._run = fake
-    return gateway
+    return await in_process_gateway(repo, fake=backend == "fake", batching={"mode": "off"}, models=models)
 
 
 async def one_round(gateway: Gateway, variant: str, calls: int, concurrency: int) -> float:
-    request = pb.ModelInferRequest(model_name="mlp")
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 32])
-    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
+    request = infer_request()
     keyed = [{"x-user-id": f"user-{i}"} if variant == "split" and i % 2 else None for i in range(1024)]
-    left = calls
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await gateway.dataplane.infer(request, None, keyed[left % 1024])
-
     began = time.process_time()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await drive(lambda left: gateway.dataplane.infer(request, None, keyed[left % 1024]), calls, concurrency)
     await gateway.dataplane.mirror.settle()  # the last shadow copies count in the measurement
     return (time.process_time() - began) / calls * 1e6
 
@@ -158,20 +120,19 @@ async def dataplane(repo: Path, args: argparse.Namespace) -> None:
     gateways = {v: await build(repo, v, args.backend) for v in VARIANTS}
     for variant, gateway in gateways.items():  # warm-up
         await one_round(gateway, variant, args.calls // 4, args.concurrency)
-    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    for _ in range(args.rounds):
-        for variant, gateway in gateways.items():
-            cpu[variant].append(await one_round(gateway, variant, args.calls, args.concurrency))
-    base = statistics.median(cpu["none"])
+    cpu = await interleaved_async(args.rounds, {
+        v: lambda v=v, g=g: one_round(g, v, args.calls, args.concurrency) for v, g in gateways.items()
+    })  # fmt: skip
+    base = median(cpu["none"]) or 0.0
     print(
         f"\nDataPlane.infer, mlp 1 x 32, batching off, {args.backend} backend, {args.concurrency} in flight, "
         f"medians of {args.rounds} interleaved rounds of {args.calls:,} calls\n"
     )
-    print("| variant | CPU µs/request | × none | + µs |")
-    print("|---|---|---|---|")
+    rows = []
     for variant, values in cpu.items():
-        m = statistics.median(values)
-        print(f"| {variant} | {m:.1f} | {m / base:.3f} | {m - base:+.1f} |")
+        m = median(values) or 0.0
+        rows.append([variant, f"{m:.1f}", f"{m / base:.3f}", f"{m - base:+.1f}"])
+    print(table(["variant", "CPU µs/request", "× none", "+ µs"], rows))
     for gateway in gateways.values():
         await gateway.dataplane.close()
         await gateway.registry.close()

@@ -16,8 +16,6 @@ export's (loadtests/bench_tracing.py measures that end to end).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -25,17 +23,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import uvloop
 
-import numpy as np  # noqa: E402
-import uvloop  # noqa: E402
-
-from gateway._proto import inference_pb2 as pb  # noqa: E402
-from gateway.examples import example_repository  # noqa: E402
-from gateway.server import Gateway  # noqa: E402
-from gateway.settings import load_settings  # noqa: E402
-from gateway.transport import InferenceServicer  # noqa: E402
+from gateway.examples import example_repository
+from gateway.server import Gateway
+from gateway.transport import InferenceServicer
+from harness.bench import drive, table
+from harness.inprocess import in_process_gateway, infer_request
+from harness.stats import interleaved_async, median
 
 
 class _Context:
@@ -53,72 +48,40 @@ class _Context:
 
 async def build(repo: Path, ratio: float | None, args: argparse.Namespace) -> Gateway:
     tracing = {"enabled": ratio is not None, "exporter": "none", "sampler_ratio": ratio or 0.0}
-    settings = load_settings(
-        overrides={
-            "model_repository": repo,
-            "grpc_port": 0,
-            "metrics_port": -1,
-            "batching": {"mode": args.batching},
-            "telemetry": {"tracing": tracing},
-        },
-        environ={},
+    return await in_process_gateway(
+        repo, fake=not args.onnx, batching={"mode": args.batching}, telemetry={"tracing": tracing}
     )
-    gateway = Gateway(settings, run_dir=Path(tempfile.mkdtemp(prefix="modelgate-run-")))
-    await gateway.registry.load("mlp")
-    if not args.onnx:
-        served = gateway.registry.get("mlp")
-        answer = np.ones((64, 8), np.float32)
-
-        async def fake(inputs: Any, outputs: object, deadline: object = None) -> dict[str, np.ndarray]:
-            return {"y": answer[: len(inputs["x"])]}
-
-        served.run = fake
-        if served.batcher is not None:
-            served.batcher._run = fake
-    return gateway
 
 
 async def measure(servicer: InferenceServicer, body: bytes, args: argparse.Namespace) -> float:
     """CPU µs per call over --calls calls, --concurrency at a time."""
     context = _Context()
-    left = args.calls
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await servicer.ModelInfer(body, context)
-
     began = time.process_time()
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    await drive(lambda _: servicer.ModelInfer(body, context), args.calls, args.concurrency)
     return (time.process_time() - began) / args.calls * 1e6
 
 
 def print_medians(cpu: dict[str, list[float]], base: str, column: str, ratio: str, digits: int = 1) -> None:
     """A markdown table: each variant's median CPU µs per request, its ratio to `base`'s and
     the difference (loadtests/micro_cost.py prints its own with it)."""
-    print(f"| {column} | CPU µs/request | {ratio} | extra µs/request |")
-    print("|---|---|---|---|")
-    reference = statistics.median(cpu[base])
+    reference = median(cpu[base]) or 0.0
+    rows = []
     for name, values in cpu.items():
-        us = statistics.median(values)
-        print(f"| {name} | {us:.1f} | {us / reference:.3f} | {us - reference:+.{digits}f} |")
+        us = median(values) or 0.0
+        rows.append([name, f"{us:.1f}", f"{us / reference:.3f}", f"{us - reference:+.{digits}f}"])
+    print(table([column, "CPU µs/request", ratio, "extra µs/request"], rows))
 
 
 async def run(repo: Path, args: argparse.Namespace) -> None:
-    request = pb.ModelInferRequest(model_name="mlp")
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 32])
-    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
-    body = request.SerializeToString()
+    body = infer_request().SerializeToString()
     variants: list[tuple[str, float | None]] = [("off", None)] + [(f"{r:.0%}", r) for r in args.ratios]
     gateways = {name: await build(repo, ratio, args) for name, ratio in variants}
     servicers = {name: InferenceServicer(g.dataplane, tracing=g.tracing) for name, g in gateways.items()}
     for servicer in servicers.values():  # warm-up
         await measure(servicer, body, args)
-    cpu: dict[str, list[float]] = {name: [] for name in servicers}
-    for _ in range(args.repeats):
-        for name, servicer in servicers.items():
-            cpu[name].append(await measure(servicer, body, args))
+    cpu = await interleaved_async(
+        args.repeats, {name: lambda s=s: measure(s, body, args) for name, s in servicers.items()}
+    )
     backend = "ONNX Runtime" if args.onnx else "faked backend"
     print(
         f"\nInferenceServicer.ModelInfer in process, {backend}, batching {args.batching}, "

@@ -17,22 +17,20 @@ or any request failed. Results go to loadtests/results/soak.json, a plot to soak
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from gateway.examples import example_repository
+from harness.bare_server import BareServer
+from harness.bench import RESULTS, table, write_results
+from harness.gateway import GatewayProcess, scrape
+from harness.perf_analyzer import run_perf_analyzer
+from harness.procfs import children, rss_mib
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "loadtests")]
-
-from bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
-from perf_analyzer import run_perf_analyzer  # noqa: E402
-from procfs import children, rss_mib  # noqa: E402
-
-from gateway.examples import example_repository  # noqa: E402
-from tests.peers.gateway import GatewayProcess, scrape  # noqa: E402
 
 
 def main() -> int:
@@ -44,18 +42,18 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
         "--server", choices=("gateway", "bare"), default="gateway",
-        help="bare: the same windows against loadtests/bare_server.py (is a drift the machine's?)",
+        help="bare: the same windows against harness/bare_server.py (is a drift the machine's?)",
     )  # fmt: skip
     parser.add_argument("--max-growth-mib", type=float, default=20.0)
     parser.add_argument("--max-p99-growth", type=float, default=1.5)
     parser.add_argument("--rate-fraction", type=float, help="a fixed rate: this share of the measured peak")
-    parser.add_argument("--out", type=Path, default=ROOT / "loadtests" / "results" / "soak.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.server == "bare":
-            bare, port = start_bare_server_subprocess()
-            url, pids, stop = f"127.0.0.1:{port}", lambda: [bare.pid], lambda: stop_bare_server(bare)
+            bare = BareServer().start()
+            url, pids, stop = bare.address, lambda: [bare.pid], bare.stop
         else:
             example = example_repository(Path(tmp) / "models")
             config = ROOT / "gateway.example.yaml"
@@ -89,9 +87,9 @@ def main() -> int:
             failed = _failed(gateway.metrics_port) - failed_before if args.server == "gateway" else 0.0
         finally:
             stop()
-    print("\n| window | t (s) | infer/s | p99 ms | RSS MiB (per process) |\n|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['window']} | {r['t_s']} | {r['infer_s']} | {r['p99_ms']} | {r['rss_mib']} |")
+    keys = ("window", "t_s", "infer_s", "p99_ms", "rss_mib")
+    head = ["window", "t (s)", "infer/s", "p99 ms", "RSS MiB (per process)"]
+    print("\n" + table(head, ([r[k] for k in keys] for r in rows)))
     growth, p99_growth = 0.0, 1.0
     if len(rows) >= 3:
         first, last = rows[1]["rss_mib"], rows[-1]["rss_mib"]  # window 0 is warm-up
@@ -101,9 +99,7 @@ def main() -> int:
         print(f"\nRSS growth, window 1 to {last_window}: {growth:+.1f} MiB (limit {args.max_growth_mib})")
         print(f"p99, window {last_window} / window 1: {p99_growth:.2f}x (limit {args.max_p99_growth})")
     print(f"requests the gateway failed over the run: {failed:.0f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    body = {"args": vars(args) | {"out": str(args.out)}, "rows": rows, "failed": failed}
-    args.out.write_text(json.dumps(body, indent=2))
+    write_results(args.out, {"args": vars(args) | {"out": str(args.out)}, "rows": rows, "failed": failed})
     _plot(rows, args.out.with_suffix(".png"))
     return 1 if growth > args.max_growth_mib or p99_growth > args.max_p99_growth or failed else 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.examples import identity, mlp, write_config, write_version
-from tests.peers.gateway import GatewayProcess
+from harness.gateway import GatewayProcess
 
 ALL_TYPES = [
     "BOOL",

@@ -20,8 +20,8 @@ import yaml
 
 from gateway._proto import admin_pb2 as pb
 from gateway._proto import admin_pb2_grpc
+from harness.gateway import GatewayProcess, metric, scrape
 from tests.integration.test_updates import Load, one, repo, serve, wait_revision, write
-from tests.peers.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(240)
 

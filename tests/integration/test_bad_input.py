@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from tests.peers.gateway import GatewayProcess
+from harness.gateway import GatewayProcess
 
 from .conftest import ALL_TYPES
 

@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from gateway.examples import mlp, slow, write_config, write_version
-from tests.peers.gateway import GatewayProcess, metric, scrape
+from harness.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -17,7 +17,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from gateway.examples import mlp, slow, write_config, write_version
-from tests.peers.gateway import GatewayProcess, metric, scrape
+from harness.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(120)
 

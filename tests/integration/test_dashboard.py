@@ -5,7 +5,7 @@ One gateway (two workers, so the supervisor's own families are on /metrics too) 
 versions 1 and 2 local under a running rollout (50/50), version 3 on a real Triton as a shadow
 of every other request, version 4 a file that is not a model (a failed load), batching in
 SLO-adaptive mode, drift against v1's profile. A few seconds of load, a few bad requests, then
-an operator rollback; Prometheus (tests/peers/prometheus.py) scrapes it every second. Every
+an operator rollback; Prometheus (harness/prometheus.py) scrapes it every second. Every
 PromQL expression of the dashboard, its variables' too, must then return samples.
 """
 
@@ -28,10 +28,10 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 from gateway.examples import mlp, write_version
+from harness.gateway import GatewayProcess, scrape
+from harness.prometheus import PrometheusServer
+from harness.triton import TritonServer, make_onnx_python_model
 from tests.integration.test_drift import profiled
-from tests.peers.gateway import GatewayProcess, scrape
-from tests.peers.prometheus import PrometheusServer
-from tests.peers.triton import TritonServer, make_onnx_python_model
 
 # No skip: a missing Triton or Prometheus fails these tests (`make test` sets both up; by hand:
 # `make triton-peer prometheus-peer`).

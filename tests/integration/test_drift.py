@@ -17,8 +17,8 @@ import tritonclient.grpc as grpcclient
 import yaml
 
 from gateway.examples import mlp, write_version
+from harness.gateway import GatewayProcess, metric, scrape
 from tests.integration.test_rollout import wait_log
-from tests.peers.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,7 +49,7 @@ def build(models: Path, data: Path, profile: Path) -> str:
 def browse(page: Path) -> str:
     """The page's DOM after a real headless browser (Debian's chromium: make browser) ran it."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert browser is not None, "no chromium: run `make browser` (tests/peers/setup_browser.sh)"
+    assert browser is not None, "no chromium: run `make browser` (harness/setup_browser.sh)"
     done = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120,

@@ -18,9 +18,9 @@ import yaml
 
 from gateway.drift import load_profile
 from gateway.examples import identity, mlp, write_version
+from harness.gateway import GatewayProcess, metric, scrape
 from tests.integration.test_drift import browse, build
 from tests.integration.test_rollout import wait_log
-from tests.peers.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from gateway.examples import mlp, slow, write_config, write_version
-from tests.peers.gateway import GatewayProcess, metric, scrape
+from harness.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.peers.gateway import GatewayProcess, scrape
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "loadtests"))
-from perf_analyzer import find_cuda_runtime_lib, run_perf_analyzer
+from harness.gateway import GatewayProcess, scrape
+from harness.perf_analyzer import find_cuda_runtime_lib, run_perf_analyzer
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["unary", "streaming"])
 def test_perf_analyzer_runs_clean(gateway: GatewayProcess, streaming: bool) -> None:
-    assert find_cuda_runtime_lib() is not None, "run `make perf-tools` (loadtests/setup_perf_tools.sh)"
+    assert find_cuda_runtime_lib() is not None, "run `make perf-tools` (harness/setup_perf_tools.sh)"
     before = _answers(gateway)
     rows = run_perf_analyzer(
         gateway.url, "mlp", ["x:32"], [2], measurement_ms=500, streaming=streaming, label="test", max_trials=3

@@ -25,7 +25,7 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 from gateway.examples import mlp, slow, write_version
-from tests.peers.gateway import GatewayProcess, metric, scrape
+from harness.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(180)
 

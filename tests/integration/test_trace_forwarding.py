@@ -1,16 +1,12 @@
 """The caller's W3C traceparent reaches the remote server of a `backend: triton` version.
 
-The remote is tests/peers/recorder.py, a small KServe v2 server in its own process that logs the
+The remote is harness/recorder.py, a small KServe v2 server in its own process that logs the
 metadata of every ModelInfer it answers (Triton only shows such headers in its OpenTelemetry
 export)."""
 
 from __future__ import annotations
 
 import json
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,28 +14,19 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.peers.gateway import GatewayProcess
+from harness.gateway import GatewayProcess
+from harness.recorder import RecorderServer
 
 pytestmark = pytest.mark.timeout(60)
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def recorder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     log = tmp_path / "calls.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.peers.recorder", "--port", "0", "--log", str(log)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
-    assert match, line
-    yield match.group(1), log
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(10) == 0
-    proc.stdout.close()
+    with RecorderServer(log) as server:
+        yield server.address, log
+        assert server.stop() == 0
 
 
 @pytest.mark.parametrize("batching", ["off", "on"])

@@ -1,5 +1,5 @@
 """OpenTelemetry tracing in the real gateway, exported over OTLP/gRPC to a real receiver
-(tests/peers/otlp.py): the caller's trace continued, the span tree behind a request, sampling,
+(harness/otlp.py): the caller's trace continued, the span tree behind a request, sampling,
 several workers, and a collector that goes away mid-load."""
 
 from __future__ import annotations
@@ -8,11 +8,7 @@ import asyncio
 import json
 import os
 import queue
-import re
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +20,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 
 from gateway.examples import mlp, write_config, write_version
-from tests.peers.gateway import GatewayProcess, metric, scrape
-from tests.peers.otlp import OtlpReceiver, Span
-from tests.peers.triton import TritonServer, make_onnx_python_model, triton_available
+from harness.gateway import GatewayProcess, metric, scrape
+from harness.otlp import OtlpReceiver, Span
+from harness.recorder import RecorderServer
+from harness.triton import TritonServer, make_onnx_python_model, triton_available
 
 pytestmark = pytest.mark.timeout(90)
-ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "inference.GRPCInferenceService"
 BATCHED = "max_batch_size: 32\ndynamic_batching { max_queue_delay_microseconds: 20000 }\n"
 
@@ -202,19 +198,11 @@ def test_collector_down_mid_load(repo: Path, otlp: OtlpReceiver, tmp_path: Path)
 
 @pytest.fixture
 def recorder(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """tests/peers/recorder.py: a KServe v2 server that logs each call's metadata."""
+    """harness/recorder.py: a KServe v2 server that logs each call's metadata."""
     log = tmp_path / "calls.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.peers.recorder", "--port", "0", "--log", str(log)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    match = re.search(r"listening on (127\.0\.0\.1:\d+)", proc.stdout.readline())
-    assert match
-    yield match.group(1), log
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(10) == 0
-    proc.stdout.close()
+    with RecorderServer(log) as server:
+        yield server.address, log
+        assert server.stop() == 0
 
 
 @pytest.mark.parametrize("batching", ["off", "on"])

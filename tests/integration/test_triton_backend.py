@@ -1,4 +1,4 @@
-"""Versions served by a real Triton Inference Server (tests/peers/triton.py), through the gateway."""
+"""Versions served by a real Triton Inference Server (harness/triton.py), through the gateway."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.examples import identity, mlp, write_config, write_version
-from tests.peers.gateway import GatewayProcess, metric, scrape
-from tests.peers.triton import TritonServer, free_port, make_onnx_python_model
+from harness.gateway import GatewayProcess, metric, scrape
+from harness.triton import TritonServer, free_port, make_onnx_python_model
 
 # No skip: a missing or broken Triton fails these tests (`make test` and `make integration` set
 # it up; by hand: `make triton-peer`). Each fixture starts a real server, so files on disk alone

@@ -3,15 +3,15 @@
 Prints a markdown table (throughput in infer/s, latency percentiles in ms) and writes the same rows
 to ``--out`` (``.json`` -> JSON list, anything else -> CSV).
 
-    python loadtests/perf_analyzer.py --url 127.0.0.1:8001 --model mlp --shape x:32 \
+    python -m harness.perf_analyzer --url 127.0.0.1:8001 --model mlp --shape x:32 \
         --concurrency 1,8,32,64 --measurement-ms 3000 [--streaming] [--label NAME] \
         [--out loadtests/results/pa.csv]
 
 Needs the perf_analyzer binary of tritonclient==2.41.0 (next to ``sys.executable`` by default)
-and its libraries: run ``loadtests/setup_perf_tools.sh <venv>`` once. LD_LIBRARY_PATH is set for
+and its libraries: run ``harness/setup_perf_tools.sh <venv>`` once. LD_LIBRARY_PATH is set for
 the child from the installed ``nvidia-cuda-runtime-cu12`` package (``nvidia/cuda_runtime/lib``).
 
-Other scripts: ``from perf_analyzer import run_perf_analyzer`` with ``loadtests/`` on sys.path.
+Other scripts: ``from harness.perf_analyzer import run_perf_analyzer``.
 
 perf_analyzer's own CSV (``-f``) has one row per concurrency, latencies in microseconds:
 ``Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,
@@ -235,7 +235,7 @@ def run_perf_analyzer(
     if find_cuda_runtime_lib(pa) is None:
         log(
             "perf_analyzer.py: warning: libcudart.so.12 (nvidia-cuda-runtime-cu12) not found; "
-            "run loadtests/setup_perf_tools.sh <venv>"
+            "run harness/setup_perf_tools.sh <venv>"
         )
     mode = "streaming" if streaming else ("async" if async_mode else "unary")
     if timeout_s is None:

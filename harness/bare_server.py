@@ -16,10 +16,10 @@ The control RPCs perf_analyzer needs are implemented: ServerLive, ServerReady, M
 ServerMetadata, ModelMetadata, ModelConfig (Triton extension), ModelStatistics. Anything else
 answers UNIMPLEMENTED and is counted; on exit a summary of calls per RPC goes to stderr.
 
-CLI:  python loadtests/bare_server.py --port 0 [--model mlp] [--input-dim 32] [--output-dim 8]
+CLI:  python -m harness.bare_server --port 0 [--model mlp] [--input-dim 32] [--output-dim 8]
 prints ``bare_server listening on 127.0.0.1:PORT`` on stdout once bound; stops on SIGTERM/SIGINT.
 
-From other scripts:  ``proc, port = start_bare_server_subprocess(); ...; stop_bare_server(proc)``.
+From other scripts:  ``with BareServer() as bare: ... bare.address``.
 """
 
 from __future__ import annotations
@@ -28,25 +28,22 @@ import argparse
 import asyncio
 import collections
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.peers.stopping import until_stopped
+from harness._child import ChildServer
+from harness.stopping import until_stopped
 
 SERVICE = "inference.GRPCInferenceService"
 HOST = "127.0.0.1"
 MAX_BATCH_SIZE = 64
 MODEL_VERSION = "1"
-LISTEN_RE = re.compile(r"bare_server listening on 127\.0\.0\.1:(\d+)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,12 +330,9 @@ async def serve(
 
     loop = asyncio.get_running_loop()
     print(f"bare_server listening on {HOST}:{bound}", flush=True)
-    print(
-        f"bare_server: model={model} x FP32 [-1,{input_dim}] -> y FP32 [-1,{output_dim}], "
-        f"loop={type(loop).__module__}.{type(loop).__name__}, pid={os.getpid()}",
-        file=sys.stderr,
-        flush=True,
-    )
+    what = f"model={model} x FP32 [-1,{input_dim}] -> y FP32 [-1,{output_dim}]"
+    where = f"loop={type(loop).__module__}.{type(loop).__name__}, pid={os.getpid()}"
+    print(f"bare_server: {what}, {where}", file=sys.stderr, flush=True)
     try:
         if not await until_stopped(max_seconds or None):
             print(f"bare_server: --max-seconds {max_seconds} reached, stopping", file=sys.stderr, flush=True)
@@ -383,63 +377,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+class BareServer(ChildServer):
+    """The bare server in a subprocess: ``with BareServer() as bare: ... bare.address``.
+
+    ``max_seconds`` is a safety net: the server stops by itself after that long."""
+
+    def __init__(
+        self,
+        model: str = "mlp",
+        input_dim: int = 32,
+        output_dim: int = 8,
+        *,
+        port: int = 0,
+        extra_args: Sequence[str] = (),
+        max_seconds: float | None = 1800.0,
+        **kwargs: Any,
+    ) -> None:
+        args = ["--port", str(port), "--model", model, "--input-dim", str(input_dim)]
+        args += ["--output-dim", str(output_dim)]
+        args += ["--max-seconds", str(max_seconds)] if max_seconds else []
+        super().__init__("harness.bare_server", *args, *extra_args, **kwargs)
+
+
 def start_bare_server_subprocess(
-    port: int = 0,
-    model: str = "mlp",
-    input_dim: int = 32,
-    output_dim: int = 8,
-    *,
-    python: str | None = None,
-    extra_args: Sequence[str] = (),
-    startup_timeout: float = 20.0,
-    max_seconds: float | None = 1800.0,
-    env: dict[str, str] | None = None,
+    port: int = 0, model: str = "mlp", input_dim: int = 32, output_dim: int = 8, **kwargs: Any
 ) -> tuple[subprocess.Popen[str], int]:
-    """Start the server in its own process group; return (proc, port) once it listens.
-
-    stderr is inherited; stdout is read for the listening line and then drained by a daemon
-    thread. ``max_seconds`` is a safety net: the server stops by itself after that long.
-    Stop it with :func:`stop_bare_server`.
-    """
-    cmd = [
-        python or sys.executable,
-        os.path.abspath(__file__),
-        "--port",
-        str(port),
-        "--model",
-        model,
-        "--input-dim",
-        str(input_dim),
-        "--output-dim",
-        str(output_dim),
-    ]
-    if max_seconds:
-        cmd += ["--max-seconds", str(max_seconds)]
-    cmd += list(extra_args)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True, env=env
-    )
-    assert proc.stdout is not None
-    found: list[int] = []
-    ready = threading.Event()
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if not found:
-                m = LISTEN_RE.search(line)
-                if m:
-                    found.append(int(m.group(1)))
-                    ready.set()
-        ready.set()  # EOF: the process ended
-
-    threading.Thread(target=reader, name="bare_server-stdout", daemon=True).start()
-    if not ready.wait(startup_timeout) or not found:
-        stop_bare_server(proc)
-        raise RuntimeError(
-            f"bare_server did not start within {startup_timeout}s (exit code {proc.returncode})"
-        )
-    return proc, found[0]
+    """(process, port) of a started :class:`BareServer`; stop it with :func:`stop_bare_server`."""
+    server = BareServer(model, input_dim, output_dim, port=port, **kwargs).start()
+    assert server.proc is not None
+    return server.proc, server.port
 
 
 def stop_bare_server(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int | None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lay out a real NVIDIA Triton Inference Server (2.51, CPU only) for tests and benchmarks.
 #
-#   bash tests/peers/setup_triton.sh [VENV_DIR]      (default: <repo>/.venv-triton)
+#   bash harness/setup_triton.sh [VENV_DIR]      (default: <repo>/.venv-triton)
 #
 # The PyPI wheel nvidia-pytriton carries the tritonserver binary and its Python backend; it pins
 # numpy<2, so it gets a venv of its own.  The venv is built on the system (Debian) python3.11
@@ -11,7 +11,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
+repo="$(cd "$here/.." && pwd)"
 venv="${1:-$repo/.venv-triton}"
 
 PYTRITON_VERSION="0.7.0"

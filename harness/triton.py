@@ -2,11 +2,11 @@
 
 Standard library only at import time: the test suite imports this from the project venv, while
 Triton itself, its Python backend and the model code run in the Triton venv that
-``tests/peers/setup_triton.sh`` lays out (default ``<repo>/.venv-triton``, or $MODELGATE_TRITON_VENV).
+``harness/setup_triton.sh`` lays out (default ``<repo>/.venv-triton``, or $MODELGATE_TRITON_VENV).
 
 Library::
 
-    from tests.peers.triton import TritonServer, make_onnx_python_model
+    from harness.triton import TritonServer, make_onnx_python_model
     repo = tmp_path / "repo"
     make_onnx_python_model(repo, "mlp", "mlp.onnx", "x", 32, "y", 8)
     with TritonServer(repo) as triton:
@@ -14,7 +14,7 @@ Library::
 
 Command line (stays up until SIGTERM/SIGINT, or --max-lifetime seconds)::
 
-    python -m tests.peers.triton --onnx mlp.onnx --input x:32 --output y:8 --port 0
+    python -m harness.triton --onnx mlp.onnx --input x:32 --output y:8 --port 0
     -> triton listening on 127.0.0.1:PORT
 """
 
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO_ROOT / ".venv-triton"
 
 # KServe v2 datatype -> (Triton config type, numpy dtype name)
@@ -85,7 +85,7 @@ class TritonInstall:
         self.venv = Path(venv).resolve()
         sites = sorted(glob.glob(str(self.venv / "lib" / "python3*" / "site-packages")))
         if not sites:
-            raise TritonError(f"no Triton venv at {self.venv}: run tests/peers/setup_triton.sh")
+            raise TritonError(f"no Triton venv at {self.venv}: run harness/setup_triton.sh")
         self.site_packages = Path(sites[0])
         tsrv = self.site_packages / "pytriton" / "tritonserver"
         self.binary = tsrv / "bin" / "tritonserver"
@@ -101,7 +101,7 @@ class TritonInstall:
         missing = [str(p) for p in needed if not p.exists()]
         if missing:
             raise TritonError(
-                "Triton venv incomplete (run tests/peers/setup_triton.sh); missing: " + ", ".join(missing)
+                "Triton venv incomplete (run harness/setup_triton.sh); missing: " + ", ".join(missing)
             )
 
     def environment(self, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -137,7 +137,7 @@ def triton_available(venv: str | os.PathLike[str] | None = None) -> bool:
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def free_port() -> int:
 _MODEL_PY = '''\
 """Triton Python-backend model: one ONNX Runtime call over the whole dynamic batch.
 
-Written by modelgate tests/peers/triton.py; runs inside the Triton venv.
+Written by modelgate harness/triton.py; runs inside the Triton venv.
 """
 import json
 import os
@@ -578,7 +578,7 @@ def _name_dims(text: str) -> tuple[str, list[int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m tests.peers.triton",
+        prog="python -m harness.triton",
         description="Serve one ONNX model with a real Triton (Python backend + ONNX Runtime).",
     )
     ap.add_argument("--onnx", required=True, help="ONNX file")

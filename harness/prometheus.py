@@ -1,10 +1,10 @@
-"""A real Prometheus server as a test peer: Debian's `prometheus` binary (tests/peers/setup_prometheus.sh,
+"""A real Prometheus server as a test peer: Debian's `prometheus` binary (harness/setup_prometheus.sh,
 `make prometheus-peer`) on a free loopback port, with a config and a data directory of its own,
 scraping the given targets every `interval_s`.
 
 Library::
 
-    from tests.peers.prometheus import PrometheusServer
+    from harness.prometheus import PrometheusServer
     with PrometheusServer([f"127.0.0.1:{gateway.metrics_port}"]) as prom:
         prom.wait_for("modelgate_requests_total")
         prom.query('sum by (code) (rate(modelgate_requests_total[1m]))')
@@ -41,7 +41,7 @@ class PrometheusError(RuntimeError):
 def prometheus_binary() -> str:
     found = shutil.which("prometheus")
     if found is None:
-        raise PrometheusError("no prometheus: run `make prometheus-peer` (tests/peers/setup_prometheus.sh)")
+        raise PrometheusError("no prometheus: run `make prometheus-peer` (harness/setup_prometheus.sh)")
     return found
 
 

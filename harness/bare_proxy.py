@@ -1,6 +1,6 @@
 """Bare gRPC proxy: the floor for what any grpc.aio gateway adds in front of a remote server.
 
-    python loadtests/bare_proxy.py --upstream 127.0.0.1:8001 [--port 0]
+    python -m harness.bare_proxy --upstream 127.0.0.1:8001 [--port 0]
 
 Every unary call of any service is forwarded to --upstream as raw bytes over one persistent
 grpc.aio channel (uvloop), with the caller's remaining deadline; the answer, or the upstream's
@@ -15,22 +15,18 @@ Prints ``bare_proxy listening on 127.0.0.1:PORT`` once bound; stops on SIGTERM/S
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.peers.stopping import until_stopped
+from harness._child import ChildServer
+from harness.stopping import until_stopped
 
 HOST = "127.0.0.1"
-LISTEN_RE = re.compile(r"bare_proxy listening on 127\.0\.0\.1:(\d+)")
 
 
-class _Forward(grpc.GenericRpcHandler):
+class _Forward(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Answers any unary method by calling the same method upstream with the same bytes."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
@@ -45,7 +41,8 @@ class _Forward(grpc.GenericRpcHandler):
 
             async def forward(request: bytes, context: Any) -> bytes:
                 try:
-                    return await upstream(request, timeout=context.time_remaining())
+                    reply: bytes = await upstream(request, timeout=context.time_remaining())
+                    return reply
                 except grpc.aio.AioRpcError as exc:
                     await context.abort(exc.code(), exc.details() or "")
                     raise
@@ -68,24 +65,11 @@ async def serve(upstream: str, port: int, max_seconds: float) -> None:
     await channel.close()
 
 
-def start_bare_proxy(upstream: str) -> tuple[subprocess.Popen[str], str]:
-    """Start the proxy in a subprocess; return (process, its url) once it listens."""
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--upstream", upstream], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    match = LISTEN_RE.search(proc.stdout.readline())
-    if match is None:
-        proc.kill()
-        raise RuntimeError("bare_proxy did not start")
-    return proc, f"{HOST}:{match.group(1)}"
+class BareProxy(ChildServer):
+    """The proxy in a subprocess: ``with BareProxy(upstream) as proxy: ... proxy.address``."""
 
-
-def stop_bare_proxy(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    proc.wait(10)
-    if proc.stdout is not None:
-        proc.stdout.close()
+    def __init__(self, upstream: str, **kwargs: Any) -> None:
+        super().__init__("harness.bare_proxy", "--upstream", upstream, **kwargs)
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make tritonclient 2.41.0's bundled `perf_analyzer` binary runnable on a CPU-only Debian machine.
 #
-# Usage: loadtests/setup_perf_tools.sh [VENV]   (default: .venv)
+# Usage: harness/setup_perf_tools.sh [VENV]   (default: .venv)
 #
 # Idempotent and non-interactive (CI runs it):
 #   * installs Debian's libb64-0d (provides libb64.so.0d) only if it is missing;
@@ -31,7 +31,7 @@ have_libb64() {
 if have_libb64; then
     echo "setup_perf_tools: libb64-0d already installed" >&2
 else
-    source "$(dirname "${BASH_SOURCE[0]}")/../tests/peers/apt.sh"
+    source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
     apt_install setup_perf_tools libb64-0d
 fi
 

@@ -108,7 +108,7 @@ def _records_json(doc: dict[str, Any]) -> list[Span]:
     return received
 
 
-class _Service(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class _Service(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OtlpReceiver) -> None:
         self._receiver = receiver
 
@@ -148,7 +148,8 @@ class OtlpReceiver:
         self._lock = threading.Lock()
         self.exports = 0
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Service(self), self._server)
+        add = trace_service_pb2_grpc.add_TraceServiceServicer_to_server  # generated, untyped
+        add(_Service(self), self._server)  # type: ignore[no-untyped-call]
         self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
         self._server.start()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _http_handler(self))

@@ -1,5 +1,6 @@
 """The real gateway as a child process, for tests and load tests: `modelgate serve` on free
-loopback ports, with the bound ports read back from its output."""
+loopback ports, with the bound ports read back from its output. A context manager:
+`with GatewayProcess(repo, *flags) as gateway:` waits until it is ready and stops it after."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["GatewayProcess"]
+__all__ = ["GatewayProcess", "metric", "scrape"]
 
 
 class GatewayProcess:
@@ -100,6 +101,12 @@ class GatewayProcess:
 
     def log(self) -> str:
         return "".join(self.output)
+
+    def __enter__(self) -> GatewayProcess:
+        return self.wait_ready()
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
 
     def terminate(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:

@@ -1,6 +1,7 @@
 """A minimal KServe v2 server that records the metadata of every ModelInfer it answers.
 
-    python -m tests.peers.recorder --port 0 --log calls.jsonl
+    python -m harness.recorder --port 0 --log calls.jsonl
+    with RecorderServer(log) as recorder: ... recorder.address
 
 It serves one model, `echo` (x FP32 [-1,4] -> y, the same values), prints
 `recorder listening on 127.0.0.1:PORT` once bound, appends one JSON line of string metadata per
@@ -21,7 +22,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from tests.peers.stopping import until_stopped
+from harness._child import ChildServer
+from harness.stopping import until_stopped
 
 
 class Recorder(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -56,6 +58,13 @@ class Recorder(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         out.outputs.add(name="y", datatype="FP32", shape=request.inputs[0].shape)
         out.raw_output_contents.append(request.raw_input_contents[0])
         return out
+
+
+class RecorderServer(ChildServer):
+    """The recorder in a subprocess, appending to `log`."""
+
+    def __init__(self, log: Path, **kwargs: Any) -> None:
+        super().__init__("harness.recorder", "--port", "0", "--log", str(log), **kwargs)
 
 
 async def serve(port: int, log: Path) -> None:

@@ -1,1 +1,0 @@
-"""Real peer servers (NVIDIA Triton) that modelgate is tested and measured against."""
