@@ -209,32 +209,22 @@ class DataPlane:
         for request, deadline, metadata, size, trace, done in calls:
             try:
                 params = request.parameters
-                if trace is None and not (params and any(name in params for name in _PER_CALL)):
-                    start = time.perf_counter_ns()
-                    served, route, model = self._route(request, metadata, None)
-                    parts = None
-                    if served.batcher is not None and not model.router.shadows:
-                        parts = raw_parts(request, served.signature)
-                    if parts is not None:
-                        call = _Call(request, served, route, model.router.revision, size, None, None, start)
-                        self._hold(call)
-                        call.rows = parts[0]
-                        call.names = served.signature.output_names
-                        if request.outputs:
-                            try:
-                                call.names = requested_outputs(request, served.signature)
-                            except BaseException as exc:
-                                self._failed(call, exc)
-                                raise
-                        call.decoded = time.perf_counter_ns()
-                        member = _Member(self, call, parts[1], deadline, done)
-                        groups.setdefault(served, []).append(member)
-                        handles.append(member)
-                        continue
+                if trace is not None or (params and any(name in params for name in _PER_CALL)):
+                    handles.append(self._start(self._admit(request, metadata, size, trace), deadline, done))
+                    continue
+                start = time.perf_counter_ns()
+                served, route, model = self._route(request, metadata, None)
+                parts = None
+                if served.batcher is not None and not model.router.shadows:
+                    parts = raw_parts(request, served.signature)
+                if parts is None:
                     call = self._admit_routed(request, served, route, model, size, None, start)
-                else:
-                    call = self._admit(request, metadata, size, trace)
-                handles.append(self._start(call, deadline, done))
+                    handles.append(self._start(call, deadline, done))
+                    continue
+                call = self._admit_joined(request, served, route, model, size, parts[0], start)
+                member = _Member(self, call, parts[1], deadline, done)
+                groups.setdefault(served, []).append(member)
+                handles.append(member)
             except BaseException as exc:
                 done(None, exc)
                 handles.append(None)
@@ -356,6 +346,31 @@ class DataPlane:
         except BaseException as exc:
             self._failed(call, exc)
             raise
+        call.decoded = time.perf_counter_ns()
+        return call
+
+    def _admit_joined(
+        self,
+        request: pb.ModelInferRequest,
+        served: ModelVersion,
+        route: str,
+        model: Model,
+        size: int,
+        rows: int,
+        start: int,
+    ) -> _Call:
+        """`_admit_routed` for a call in the common form (`raw_parts`): its inputs are joined with
+        others' later, never decoded on their own."""
+        call = _Call(request, served, route, model.router.revision, size, None, None, start)
+        self._hold(call)
+        call.rows = rows
+        call.names = served.signature.output_names
+        if request.outputs:
+            try:
+                call.names = requested_outputs(request, served.signature)
+            except BaseException as exc:
+                self._failed(call, exc)
+                raise
         call.decoded = time.perf_counter_ns()
         return call
 
@@ -716,7 +731,7 @@ class _Group:
         try:
             inputs = join_parts([m.parts for m in members], rows, signature)
             if batcher.idle(rows):  # one client at a time: straight to the backend, as `infer`
-                self.future = asyncio.ensure_future(batcher.submit(inputs, rows, deadline))
+                self.future = batcher.start_alone(inputs, rows, deadline)
             else:
                 self.ticket = batcher.enqueue(inputs, rows, deadline)
                 self.future = self.ticket.future

@@ -18,6 +18,7 @@ each concurrency against
   (g) the gateway, batching on, on the grpcio transport ((a) and (b) run on the native one)
   (p) the gateway, batching on, native, with `native_batch: false`: the drop-in server's one
       asyncio task per call instead of the batch path (gateway/transport/native.py)
+  (z) (a) with max_queue_delay_us 0: batches of what has arrived, no waiting for more
   (c) a real Triton 2.51, Python backend running the same ONNX file with ONNX Runtime (1 intra-op
       thread), dynamic batching (max batch 64, 500 µs delay). If it dies, the crash is recorded,
       it is restarted and the row is retried at half the concurrency (then 1/4, 1/8).
@@ -69,6 +70,7 @@ SERVERS = {
     "d": "bare grpc.aio (d)",
     "g": "gateway batching on, grpcio transport (g)",
     "p": "gateway batching on, native, a task per call (p)",
+    "z": "gateway batching on, no queue delay (z)",
 }
 # batching, transport, native_batch (the batch path; (p) is the drop-in's one task per call)
 GATEWAYS = {
@@ -76,7 +78,9 @@ GATEWAYS = {
     "b": ("off", "native", True),
     "g": ("on", "grpcio", True),
     "p": ("on", "native", False),
+    "z": ("on", "native", True),
 }
+NO_DELAY = {"z"}  # max_queue_delay_us 0: a batch of what is queued when the batcher looks
 MAX_BATCH = 64
 QUEUE_DELAY_US = 500
 ORT_BATCHES = (1, 8, 64, 256)
@@ -209,7 +213,12 @@ def gateway_repo(root: Path, name: str, onnx_file: Path, in_dim: int, out_dim: i
 
 
 def gateway_yaml(
-    root: Path, name: str, batching: bool, intra_op_threads: int | None, native_batch: bool = True
+    root: Path,
+    name: str,
+    batching: bool,
+    intra_op_threads: int | None,
+    native_batch: bool = True,
+    delay_us: int = QUEUE_DELAY_US,
 ) -> Path:
     """The gateway's YAML for (a) or (b). The model's own `models.<name>.batching` section is
     what decides: it outranks config.pbtxt's dynamic_batching, which outranks the global
@@ -218,7 +227,7 @@ def gateway_yaml(
         section = [
             '    mode: "on"',
             f"    max_batch_size: {MAX_BATCH}",
-            f"    max_queue_delay_us: {QUEUE_DELAY_US}",
+            f"    max_queue_delay_us: {delay_us}",
         ]
     else:
         section = ['    mode: "off"']
@@ -251,7 +260,8 @@ def start_server(
     if key in GATEWAYS:
         mode, transport, native_batch = GATEWAYS[key]
         repo = gateway_repo(tmp / key, name, onnx_file, in_dim, out_dim)
-        cfg = gateway_yaml(tmp / key, name, mode == "on", args.gateway_intra_op_threads, native_batch)
+        delay = 0 if key in NO_DELAY else QUEUE_DELAY_US
+        cfg = gateway_yaml(tmp / key, name, mode == "on", args.gateway_intra_op_threads, native_batch, delay)
         gw = GatewayProcess(
             repo, "--config", str(cfg), "--batching", mode, "--transport", transport, "--log-level", "warning"
         )

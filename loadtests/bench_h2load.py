@@ -19,6 +19,7 @@ Servers (as in bench_batching.py, which starts them):
   (a) the gateway, native transport, the batch path; batching on (max batch 64, 500 µs)
   (p) the same with `native_batch: false`: the drop-in server's one task per call
   (g) the gateway on the grpcio transport
+  (z) (a) with max_queue_delay_us 0 (batches of what has arrived)
   (c) Triton 2.51 (Python backend running the same ONNX file with ONNX Runtime, dynamic batching
       max 64, 500 µs)
 Per row also the server's CPU per request (its process group's CPU time over the run).

@@ -21,20 +21,16 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import uvloop
+from micro_tracing import on_example, parser
 from pygrpc_native import EVENT_CALL
 
-from gateway._proto import inference_pb2 as pb
-from gateway.examples import example_repository
 from gateway.server import Gateway
-from gateway.settings import load_settings
 from gateway.transport import InferenceServicer, add_inference_service, new_server
+from harness.inprocess import in_process_gateway, infer_request
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 DETAILS = ((("user-agent", "micro_batch"),), "ipv4:127.0.0.1:1", None)
@@ -94,31 +90,12 @@ class FakeFront:
 
 
 async def build(repo: Path, batch: bool, args: argparse.Namespace) -> tuple[Gateway, Any, Any]:
-    settings = load_settings(
-        overrides={
-            "model_repository": repo,
-            "grpc_port": 0,
-            "metrics_port": -1,
-            "batching": {"mode": args.batching},
-            "models": {"mlp": {"batching": {"max_queue_delay_us": args.delay_us}}}
-            if args.delay_us is not None
-            else {},
-        },
-        environ={},
+    """The gateway in process and its native server (started, its front to be swapped)."""
+    models = {"mlp": {"batching": {"max_queue_delay_us": args.delay_us}}} if args.delay_us is not None else {}
+    gateway = await in_process_gateway(
+        repo, fake=not args.onnx, batching={"mode": args.batching}, models=models
     )
-    gateway = Gateway(settings, run_dir=Path(tempfile.mkdtemp(prefix="modelgate-run-")))
-    await gateway.registry.load("mlp")
     gateway.dataplane.accepting = True
-    if not args.onnx:
-        served = gateway.registry.get("mlp")
-        answer = np.ones((256, 8), np.float32)
-
-        async def fake(inputs: Any, outputs: object, deadline: object = None) -> dict[str, np.ndarray]:
-            return {"y": answer[: len(inputs["x"])]}
-
-        served.run = fake
-        if served.batcher is not None:
-            served.batcher._run = fake
     servicer = InferenceServicer(gateway.dataplane)
     server = new_server(
         "native", max_message_bytes=64 << 20, reuse_port=False, batch=servicer.infer_batch if batch else None
@@ -126,8 +103,7 @@ async def build(repo: Path, batch: bool, args: argparse.Namespace) -> tuple[Gate
     add_inference_service(servicer, server)
     server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    real_front = server._front
-    return gateway, server, real_front
+    return gateway, server, server._front
 
 
 async def measure(server: Any, body: bytes, args: argparse.Namespace) -> tuple[float, int]:
@@ -141,10 +117,7 @@ async def measure(server: Any, body: bytes, args: argparse.Namespace) -> tuple[f
 
 
 async def run(repo: Path, args: argparse.Namespace) -> None:
-    request = pb.ModelInferRequest(model_name="mlp")
-    request.inputs.add(name="x", datatype="FP32", shape=[1, 32])
-    request.raw_input_contents.append(np.ones((1, 32), np.float32).tobytes())
-    body = request.SerializeToString()
+    body = infer_request().SerializeToString()
     variants = {"per call (drop-in)": False, "batch path": True}
     built = {name: await build(repo, batch, args) for name, batch in variants.items()}
     for _gateway, server, _front in built.values():  # warm-up
@@ -176,17 +149,10 @@ async def run(repo: Path, args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batching", choices=("on", "off"), default="on")
-    parser.add_argument("--delay-us", type=int, default=None, help="mlp's max_queue_delay_us")
-    parser.add_argument("--onnx", action="store_true")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        uvloop.run(run(example_repository(Path(tmp)), args))
-    return 0
+    options = parser(__doc__)
+    options.add_argument("--delay-us", type=int, default=None, help="mlp's max_queue_delay_us")
+    options.add_argument("--onnx", action="store_true")
+    return on_example(run, options.parse_args())
 
 
 if __name__ == "__main__":

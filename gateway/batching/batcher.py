@@ -132,6 +132,7 @@ class Batcher:
         self._probing = False  # the batch being formed is a probe: it waits out the delay
         self._scheduler: asyncio.Task[None] | None = None
         self._traced = False  # a traced request was ever submitted: batches look for traces
+        self._claimed = 0  # tasks of start_alone that have not taken their batch slot yet
 
     # -- callers -------------------------------------------------------------------------------
 
@@ -241,9 +242,22 @@ class Batcher:
         return item
 
     def idle(self, rows: int) -> bool:
-        """Would a request of `rows` rows run at once (nobody queued, a batch slot free, waiting
-        would not pay)? `submit` then runs it in its caller's task, skipping the queue."""
-        return not self.queued and not self._slots.locked() and not self._should_wait(rows)
+        """Would a request of `rows` rows run at once (nobody queued, a batch slot free and not
+        claimed, waiting would not pay)? `submit` then runs it in its caller's task, skipping the
+        queue; `start_alone` in a task of its own."""
+        return (
+            not self.queued and not self._claimed and not self._slots.locked() and not self._should_wait(rows)
+        )
+
+    def start_alone(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None = None
+    ) -> asyncio.Task[BatchResult]:
+        """Run a request that found the batcher `idle` at once, in a task of its own (the batch
+        path's joined calls). The slot is claimed now, so that requests arriving before the task
+        starts are queued behind it rather than sent at once too. Admission errors raise here."""
+        deadline = self._admit(deadline)
+        self._claimed += 1
+        return asyncio.get_running_loop().create_task(self._run_alone(inputs, rows, deadline, claimed=True))
 
     def _should_wait(self, rows: int) -> bool:
         """For a request that finds the batcher idle: would the scheduler hold it for company?"""
@@ -252,12 +266,16 @@ class Batcher:
         return self._worth_waiting()
 
     async def _run_alone(
-        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float | None, claimed: bool = False
     ) -> BatchResult:
         """Run a request at once in its caller's task: nobody is queued, a batch slot is free and
         waiting would not pay. Skips the queue, the scheduler and the hand-back of results (at
-        low load, batching then costs nothing in latency)."""
-        await self._slots.acquire()  # free, so this does not suspend
+        low load, batching then costs nothing in latency). `claimed`: by `start_alone`."""
+        try:
+            await self._slots.acquire()  # free (or claimed), so this does not wait
+        finally:
+            if claimed:
+                self._claimed -= 1
         cost = CallCost()
         token = COST.set(cost)
         try:
@@ -359,6 +377,9 @@ class Batcher:
                         await self._sleep_until(due)
                         continue
                     target = self.policy.max_batch_size
+                if self._claimed:  # a start_alone task takes the slot first: it came first
+                    await asyncio.sleep(0)
+                    continue
                 await self._slots.acquire()
                 items = self._take(head.key, target)
                 if not items:

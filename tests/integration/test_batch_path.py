@@ -212,6 +212,35 @@ def test_calls_that_expire_together_in_the_queue_never_run(tmp_path: Path) -> No
         assert proc.terminate() == 0
 
 
+def test_a_call_that_expires_before_its_queued_companions_leaves_without_its_rows(tmp_path: Path) -> None:
+    """Two calls queued together behind a busy backend, one with a short deadline and one with a
+    long one: the short one is DEADLINE_EXCEEDED at its own deadline, and the next backend call
+    has only the other's row."""
+    proc = start(slow_repo(tmp_path / "models"), tmp_path)
+    try:
+
+        async def scenario() -> tuple[Any, Any, Any]:
+            async with grpc.aio.insecure_channel(proc.url) as ch:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
+                x = np.ones((1, 256), np.float32)
+                first = stub.ModelInfer(request("slow", x, "first"))
+                await until(lambda: inflight(proc.metrics_port) >= 1)
+                hasty = stub.ModelInfer(request("slow", x, "hasty"), timeout=0.05)
+                patient = stub.ModelInfer(request("slow", x, "patient"), timeout=60)
+                answers = await asyncio.gather(first, hasty, patient, return_exceptions=True)
+                return answers[0], answers[1], answers[2]
+
+        first, hasty, patient = asyncio.run(scenario())
+        assert first.id == "first" and patient.id == "patient"
+        assert isinstance(hasty, grpc.aio.AioRpcError)
+        assert hasty.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        stats = statistics(proc.url, "slow")[0]
+        sizes = {b.batch_size: b.compute_infer.count for b in stats.batch_stats}
+        assert stats.inference_count == 2 and sizes == {1: 2}, sizes  # the hasty row never ran
+    finally:
+        assert proc.terminate() == 0
+
+
 def test_a_burst_across_two_versions_and_two_models_is_answered_by_each(tmp_path: Path) -> None:
     repo = tmp_path / "models"
     for name, dims, seeds in (("a", (32, 16, 8), (1, 2)), ("b", (32, 16, 4), (3,))):

@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from tests.peers.gateway import GatewayProcess, metric, scrape
+from harness.gateway import GatewayProcess, metric, scrape
 
 pytestmark = pytest.mark.timeout(120)
 

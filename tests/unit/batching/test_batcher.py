@@ -360,3 +360,41 @@ async def test_inline_run_errors_and_cancellation_free_the_slot() -> None:
     backend.hold.set()
     assert (await batcher.submit(rows([4]), 1)).outputs["y"][0, 0] == 8  # the slot came back
     await batcher.close()
+
+
+async def test_enqueued_requests_share_a_batch_and_a_cancelled_one_takes_its_rows_out() -> None:
+    backend = FakeBackend()
+    backend.hold = asyncio.Event()
+    batcher, _, _ = await make(BatchingPolicy(max_batch_size=8, max_queue_delay_s=0), backend)
+    busy = submit(batcher, [9])  # holds the one batch slot
+    await settle()
+    tickets = [batcher.enqueue(rows([i]), 1) for i in range(3)]
+    tickets[1].future.cancel()
+    batcher.release(tickets[1])
+    backend.hold.set()
+    await busy
+    results = [await t.future for t in (tickets[0], tickets[2])]
+    for t in tickets:
+        batcher.release(t)
+    assert [b.shape[0] for b in backend.batches] == [1, 2]  # the cancelled row never ran
+    np.testing.assert_array_equal(results[1].outputs["y"], [[4, 4]])
+    assert batcher.queued == 0
+    await batcher.close()
+
+
+async def test_a_queued_request_can_be_resized_and_start_alone_claims_the_slot() -> None:
+    backend = FakeBackend()
+    backend.hold = asyncio.Event()
+    batcher, _, _ = await make(BatchingPolicy(max_batch_size=8, max_queue_delay_s=0), backend)
+    assert batcher.idle(1)
+    alone = batcher.start_alone(rows([5]), 1)
+    assert not batcher.idle(1)  # claimed before its task has run: the next one queues
+    ticket = batcher.enqueue(rows([1, 2, 3]), 3)
+    batcher.resize(ticket, rows([1, 3]), 2)
+    backend.hold.set()
+    assert (await alone).outputs["y"].tolist() == [[10, 10]]
+    result = await ticket.future
+    batcher.release(ticket)
+    assert result.outputs["y"].tolist() == [[2, 2], [6, 6]]
+    assert [b.shape[0] for b in backend.batches] == [1, 2]
+    await batcher.close()
