@@ -22,6 +22,9 @@ Servers (as in bench_batching.py, which starts them):
   (z) (a) with max_queue_delay_us 0 (batches of what has arrived)
   (c) Triton 2.51 (Python backend running the same ONNX file with ONNX Runtime, dynamic batching
       max 64, 500 µs)
+and the floors of the native front (harness/bare_native.py, no gateway):
+  (n) a bare NativeGrpcFront loop answering precomputed bytes
+  (o) a bare loop running each recv_batch's rows in one ONNX Runtime call
 Per row also the server's CPU per request (its process group's CPU time over the run).
 Writes loadtests/results/bench_h2load.json.
 """
@@ -38,7 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +53,38 @@ from bench_batching import MODELS, SERVERS, start_server
 
 from gateway._proto import inference_pb2 as pb
 from gateway.examples import mlp
+from harness.bare_native import BareNative
 from harness.procfs import group_cpu_s
 
 ROOT = Path(__file__).resolve().parent.parent
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
+FLOORS = {
+    "n": "bare native front, canned answers (n)",
+    "o": "bare native front, one ORT call per recv_batch (o)",
+}
+LABELS = {**SERVERS, **FLOORS}
+
+
+class _Floor:
+    def __init__(self, bare: BareNative) -> None:
+        self.url = bare.address
+        self.pgid = bare.pid
+
+
+@contextmanager
+def start(key: str, name: str, onnx_file: Path, tmp: Path, args: argparse.Namespace) -> Iterator[Any]:
+    """A server of bench_batching.py, or one of the floors (harness/bare_native.py)."""
+    if key not in FLOORS:
+        with start_server(key, name, MODELS[name], onnx_file, tmp, args) as (server, _triton):
+            yield server
+        return
+    dims = MODELS[name]
+    mode = "canned" if key == "n" else "ort"
+    with BareNative(mode, str(onnx_file), name, dims[0], dims[-1]) as bare:
+        yield _Floor(bare)
+
+
 RESULTS = ROOT / "loadtests" / "results"
 
 
@@ -124,9 +155,10 @@ def run_model(name: str, tmp: Path, args: argparse.Namespace) -> list[dict[str, 
     with ExitStack() as stack:
         servers = {}
         for key in args.servers:
-            log(f"{name}: starting {SERVERS[key]}")
-            server, _triton = stack.enter_context(start_server(key, name, dims, onnx_file, tmp / name, args))
-            check_answer(server.url, name, x, session)
+            log(f"{name}: starting {LABELS[key]}")
+            server = stack.enter_context(start(key, name, onnx_file, tmp / name, args))
+            if key != "n":  # canned answers are zeros
+                check_answer(server.url, name, x, session)
             h2load(server.url, payload, argparse.Namespace(**{**vars(args), "requests": 2000}))  # warm-up
             servers[key] = server
         for round_ in range(args.rounds):
@@ -172,7 +204,7 @@ def summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             ratio = f"{m['req_s'] / triton['req_s']:.2f}" if triton else "—"
             cpu_ratio = f"{m['cpu_us_per_request'] / triton['cpu_us_per_request']:.2f}" if triton else "—"
             out.append(
-                f"| {SERVERS[key]} | {m['req_s']:,.0f} | {ratio} | {m['mean_ms']:.2f} | "
+                f"| {LABELS[key]} | {m['req_s']:,.0f} | {ratio} | {m['mean_ms']:.2f} | "
                 f"{m['cpu_us_per_request']:.0f} | {cpu_ratio} |"
             )
     return "\n".join(out)
