@@ -116,8 +116,8 @@ class _RetryBudget:
         now = time.monotonic()
         self._tokens = min(self._cap, self._tokens + (now - self._at) * self._per_second)
         self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= 1 - 1e-9:  # ten earnings of 0.1 add up to 0.9999999999999999
+            self._tokens = max(0.0, self._tokens - 1)
             return True
         return False
 
@@ -261,6 +261,10 @@ class TritonBackend:
                 best = ep
         return best
 
+    def _untried(self, tried: Sequence[_Endpoint]) -> bool:
+        """Is there an endpoint left to send a call again to? (A retry token is spent only then.)"""
+        return any(not ep.ejected and ep not in tried for ep in self._endpoints)
+
     def _failed(self, ep: _Endpoint) -> None:
         ep.failures += 1
         if not ep.ejected and ep.failures >= self._options.eject_after_failures:
@@ -375,7 +379,7 @@ class TritonBackend:
                     ) from None
                 if code == grpc.StatusCode.UNAVAILABLE:
                     tried.append(ep)
-                    if not connected and self._budget.spend():
+                    if not connected and self._untried(tried) and self._budget.spend():
                         self._retries += 1
                         continue  # never reached a server: safe to send elsewhere
                     raise Unavailable(
