@@ -111,9 +111,15 @@ def test_a_bad_call_among_good_ones_fails_alone(tmp_path: Path) -> None:
         assert proc.terminate() == 0
 
 
-def slow_repo(root: Path, max_batch: int = 8) -> Path:
+LONG = 150_000
+"""Iterations of the slow model (~1.5 s a call) for tests that act while a call runs: a poll of
+/metrics or the statistics, then a cancel or a short deadline, must land before it ends, on a
+busy machine too (at ~0.2 s a call, one once did not)."""
+
+
+def slow_repo(root: Path, max_batch: int = 8, iterations: int = 20_000) -> Path:
     write_config(root, "slow", f"max_batch_size: {max_batch}\ndynamic_batching {{ }}\n")
-    write_version(root, "slow", 1, slow(20_000))  # ~0.2 s a call
+    write_version(root, "slow", 1, slow(iterations))  # 20,000: ~0.2 s a call
     return root
 
 
@@ -121,7 +127,7 @@ def test_calls_cancelled_in_the_queue_leave_their_batch(tmp_path: Path) -> None:
     """One call holds the backend; four more queue behind it (together: on native, one joined
     request); two of those are cancelled while queued. The next backend call has the other
     two's rows only, and the cancelled two are counted as CANCELLED."""
-    proc = start(slow_repo(tmp_path / "models"), tmp_path)
+    proc = start(slow_repo(tmp_path / "models", iterations=LONG), tmp_path)
     try:
 
         async def scenario() -> list[Any]:
@@ -152,7 +158,7 @@ def test_calls_cancelled_in_the_queue_leave_their_batch(tmp_path: Path) -> None:
 
 
 def test_a_call_cancelled_while_its_batch_runs_is_not_answered_and_the_rest_are(tmp_path: Path) -> None:
-    proc = start(slow_repo(tmp_path / "models"), tmp_path)
+    proc = start(slow_repo(tmp_path / "models", iterations=LONG), tmp_path)
     try:
 
         async def scenario() -> list[Any]:
@@ -187,7 +193,7 @@ def test_a_call_cancelled_while_its_batch_runs_is_not_answered_and_the_rest_are(
 
 
 def test_calls_that_expire_together_in_the_queue_never_run(tmp_path: Path) -> None:
-    proc = start(slow_repo(tmp_path / "models"), tmp_path)
+    proc = start(slow_repo(tmp_path / "models", iterations=LONG), tmp_path)
     try:
 
         async def scenario() -> tuple[Any, list[Any]]:
@@ -216,7 +222,7 @@ def test_a_call_that_expires_before_its_queued_companions_leaves_without_its_row
     """Two calls queued together behind a busy backend, one with a short deadline and one with a
     long one: the short one is DEADLINE_EXCEEDED at its own deadline, and the next backend call
     has only the other's row."""
-    proc = start(slow_repo(tmp_path / "models"), tmp_path)
+    proc = start(slow_repo(tmp_path / "models", iterations=LONG), tmp_path)
     try:
 
         async def scenario() -> tuple[Any, Any, Any]:
