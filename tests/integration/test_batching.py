@@ -78,9 +78,9 @@ def test_concurrent_requests_share_backend_calls(tmp_path: Path) -> None:
         assert proc.terminate() == 0
 
 
-def slow_repo(root: Path, config: str) -> Path:
+def slow_repo(root: Path, config: str, iterations: int = 20_000) -> Path:
     write_config(root, "slow", config)
-    write_version(root, "slow", 1, slow(20_000))  # ~0.2 s a call
+    write_version(root, "slow", 1, slow(iterations))  # 20,000: ~0.2 s a call
     return root
 
 
@@ -106,12 +106,15 @@ def test_full_queue_is_resource_exhausted_at_once(tmp_path: Path) -> None:
 
 
 def test_deadline_in_queue_is_deadline_exceeded_and_never_runs(tmp_path: Path) -> None:
-    repo = slow_repo(tmp_path / "models", "max_batch_size: 1\ndynamic_batching { }\n")
+    # ~1.5 s a call: the hasty calls, sent after a poll sees the patient ones in flight (and a new
+    # client's connection), must still find them running on a busy machine (at ~0.2 s a call,
+    # under `make test-busy`, they once did not)
+    repo = slow_repo(tmp_path / "models", "max_batch_size: 1\ndynamic_batching { }\n", 150_000)
     proc = start(repo, tmp_path)
     try:
 
         async def scenario() -> tuple[list[Any], list[Any]]:
-            patient = asyncio.ensure_future(fire(proc.url, "slow", 2, 256))  # ~0.4 s of work queued
+            patient = asyncio.ensure_future(fire(proc.url, "slow", 2, 256))  # ~3 s of work queued
             # the hasty ones must queue behind both patient ones: wait until the gateway holds them
             while True:
                 text = await asyncio.to_thread(scrape, proc.metrics_port)
