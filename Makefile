@@ -20,8 +20,8 @@ help:
 	@echo "make protos     regenerate gateway/_proto from protos/"
 	@echo "make format     ruff format + autofix"
 
-# The Cython kernels are built in place by the editable install: a change to them reinstalls.
-$(STAMP): pyproject.toml setup.py kernels/_stats.pyx kernels/_stats.pxd
+# The Cython extensions are built in place by the editable install: a change to them reinstalls.
+$(STAMP): pyproject.toml setup.py kernels/_stats.pyx kernels/_stats.pxd gateway/_wire.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -105,4 +105,4 @@ bench: $(STAMP) perf-tools triton-peer
 	$(PY) loadtests/chaos.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache kernels/*.so kernels/*.c
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache kernels/*.so kernels/*.c gateway/*.so gateway/_wire.c

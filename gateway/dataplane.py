@@ -42,7 +42,9 @@ from .tensors import (
     raw_parts,
     requested_outputs,
     wire_field,
+    wire_head,
 )
+from .wire import WireRequest, input_parts
 
 __all__ = ["EXTENSIONS", "DataPlane", "Handle", "Incoming", "Pending"]
 
@@ -58,12 +60,13 @@ Answer = Callable[["pb.ModelInferResponse | bytes | None", "BaseException | None
 the response may come as its serialized bytes."""
 
 
+Request = pb.ModelInferRequest | WireRequest
+"""A request as the batch path gets it: parsed, or only read (gateway/wire.py)."""
+
 _PER_CALL = ("priority", "timeout", "cost")
 """Request parameters that make a call take `begin_batch`'s per-call path."""
 
-Incoming = tuple[
-    "pb.ModelInferRequest", "float | None", "Mapping[str, str] | None", int, "Trace | None", Answer
-]
+Incoming = tuple["Request", "float | None", "Mapping[str, str] | None", int, "Trace | None", Answer]
 """A call for `DataPlane.begin_batch`: the arguments of `infer` (request, deadline, metadata, size,
 trace), and where its outcome goes."""
 
@@ -107,7 +110,7 @@ class _Call:
 
     def __init__(
         self,
-        request: pb.ModelInferRequest,
+        request: Request,
         served: ModelVersion,
         route: str,
         revision: int,
@@ -210,15 +213,16 @@ class DataPlane:
             try:
                 params = request.parameters
                 if trace is not None or (params and any(name in params for name in _PER_CALL)):
-                    handles.append(self._start(self._admit(request, metadata, size, trace), deadline, done))
+                    call = self._admit(_parsed(request), metadata, size, trace)
+                    handles.append(self._start(call, deadline, done))
                     continue
                 start = time.perf_counter_ns()
                 served, route, model = self._route(request, metadata, None)
                 parts = None
                 if served.batcher is not None and not model.router.shadows:
-                    parts = raw_parts(request, served.signature)
+                    parts = raw_parts(*input_parts(request), served.signature)
                 if parts is None:
-                    call = self._admit_routed(request, served, route, model, size, None, start)
+                    call = self._admit_routed(_parsed(request), served, route, model, size, None, start)
                     handles.append(self._start(call, deadline, done))
                     continue
                 call = self._admit_joined(request, served, route, model, size, parts[0], start)
@@ -296,7 +300,7 @@ class DataPlane:
         return self._admit_routed(request, served, route, model, size, trace, start)
 
     def _route(
-        self, request: pb.ModelInferRequest, metadata: Mapping[str, str] | None, trace: Trace | None
+        self, request: Request, metadata: Mapping[str, str] | None, trace: Trace | None
     ) -> tuple[ModelVersion, str, Model]:
         model = self.registry.resolve(request.model_name)
         router = model.router
@@ -351,7 +355,7 @@ class DataPlane:
 
     def _admit_joined(
         self,
-        request: pb.ModelInferRequest,
+        request: Request,
         served: ModelVersion,
         route: str,
         model: Model,
@@ -446,6 +450,24 @@ class DataPlane:
                     "modelgate.queue_ms": result.queue_ns / 1e6,
                 }
             )
+
+    def _succeeded_together(self, calls: list[_Call], result: BatchResult, inferred: int) -> None:
+        """`_succeeded` for calls of one version answered at once (none traced)."""
+        metrics = self._metrics
+        metrics.inflight -= len(calls)
+        end = time.perf_counter_ns()
+        rows = size = input_ns = 0
+        totals = []
+        for call in calls:
+            start = call.start
+            rows += call.rows
+            size += call.size
+            input_ns += call.decoded - start
+            totals.append(end - start)
+        metrics.inflight_bytes -= size
+        calls[0].served.metrics.succeeded_together(
+            rows, totals, input_ns, result.compute_ns, (end - inferred) * len(calls), result.queue_ns
+        )
 
     def _template(self, call: _Call, arrays: Sequence[np.ndarray]) -> tuple[bytes, bytes]:
         """The bytes of a joined call's response around its id and raw outputs: everything
@@ -652,9 +674,7 @@ def _earlier(deadline: float | None, other: float | None) -> float | None:
     return other if deadline is None else min(deadline, other)
 
 
-def _sticky_key(
-    policy: TrafficPolicy, request: pb.ModelInferRequest, metadata: Mapping[str, str] | None
-) -> str | None:
+def _sticky_key(policy: TrafficPolicy, request: Request, metadata: Mapping[str, str] | None) -> str | None:
     """The request's sticky key: a metadata value or a request parameter (any scalar type)."""
     if policy.sticky_metadata is not None:
         return metadata.get(policy.sticky_metadata) if metadata else None
@@ -664,6 +684,11 @@ def _sticky_key(
     param = request.parameters[name]
     which = param.WhichOneof("parameter_choice")
     return None if which is None else str(getattr(param, which))
+
+
+def _parsed(request: Request) -> pb.ModelInferRequest:
+    """The whole message of a request the batch path cannot join."""
+    return request.parse() if request.__class__ is WireRequest else request  # type: ignore[return-value]
 
 
 def _int_param(param: pb.InferParameter, name: str) -> int:
@@ -763,17 +788,53 @@ class _Group:
                 if member.live:
                     member.fail(exc)
             return
+        if arrays is not None:
+            self._answer_raw(result, arrays)
+            return
         offset = 0
         for member in self.members:
             rows = member.call.rows
             if member.live:
                 end = offset + rows
-                if arrays is not None:
-                    member.answer_raw(result, [a[offset:end] for a in arrays])
-                else:
-                    slices = {n: a[offset:end] for n, a in outputs.items()}
-                    member.answer(BatchResult(slices, result.queue_ns, result.compute_ns, result.batch_rows))
+                slices = {n: a[offset:end] for n, a in outputs.items()}
+                member.answer(BatchResult(slices, result.queue_ns, result.compute_ns, result.batch_rows))
             offset += rows
+
+    def _answer_raw(self, result: BatchResult, arrays: list[np.ndarray]) -> None:
+        """Answer the live members with bytes: each call's response is the version's template
+        (`DataPlane._template`) around its id and its rows of each output, cut from one bytes
+        object per output; the same message `DataPlane._answer` would build, without building it.
+        Counted as one step (`VersionMetrics.succeeded_together`)."""
+        inferred = time.perf_counter_ns()
+        members = self.members
+        dp = members[0].dp
+        blobs = [a.tobytes() for a in arrays]
+        row_bytes = [a.strides[0] if a.ndim else 0 for a in arrays]
+        templates: dict[tuple[str, int, int], tuple[bytes, bytes, list[bytes]]] = {}
+        answers: list[tuple[_Member, bytes]] = []
+        offset = 0
+        for member in members:
+            call = member.call
+            rows = call.rows
+            if member.live:
+                key = (call.route, call.revision, rows)
+                template = templates.get(key)
+                if template is None:
+                    head, tail = dp._template(call, [a[:rows] for a in arrays])
+                    sizes = [rows * n for n in row_bytes]
+                    template = templates[key] = (head, tail, [wire_head(6, n) for n in sizes])
+                head, tail, heads = template
+                request_id = call.request.id
+                parts = [head, wire_field(3, request_id.encode()) if request_id else b"", tail]
+                for blob, field_head, n in zip(blobs, heads, row_bytes, strict=True):
+                    parts += (field_head, blob[offset * n : (offset + rows) * n])
+                member.live = False
+                answers.append((member, b"".join(parts)))
+            offset += rows
+        if answers:
+            dp._succeeded_together([m.call for m, _ in answers], result, inferred)
+        for member, data in answers:
+            member.done(data, None)
 
     def leave(self, member: _Member) -> None:
         """A member was cancelled: while queued, its rows leave the batch."""
@@ -825,19 +886,6 @@ class _Member:
         self.live = False
         self.dp._failed(self.call, error)
         self.done(None, error)
-
-    def answer_raw(self, result: BatchResult, arrays: list[np.ndarray]) -> None:
-        """Answer with the response's bytes made from the version's template and this call's
-        rows of each output: the same message `answer` would build, without building it."""
-        self.live = False
-        inferred = time.perf_counter_ns()
-        dp, call = self.dp, self.call
-        head, tail = dp._template(call, arrays)
-        request_id = call.request.id
-        parts = [head, wire_field(3, request_id.encode()) if request_id else b"", tail]
-        parts += [wire_field(6, a.tobytes()) for a in arrays]
-        dp._succeeded(call, result, inferred)
-        self.done(b"".join(parts), None)
 
     def answer(self, result: BatchResult) -> None:
         self.live = False

@@ -34,6 +34,7 @@ __all__ = [
     "raw_parts",
     "requested_outputs",
     "wire_field",
+    "wire_head",
 ]
 
 
@@ -158,10 +159,12 @@ class Signature:
     _has_optional: bool = field(init=False, repr=False, compare=False)
     _fast: dict[str, tuple[int, list[int], int, np.dtype[Any]]] = field(init=False, repr=False, compare=False)
     _layouts: dict[bytes, tuple[int, int, int]] = field(init=False, repr=False, compare=False)  # raw_parts
+    output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_inputs", {s.name: s for s in self.inputs})
         object.__setattr__(self, "_outputs", {s.name: s for s in self.outputs})
+        object.__setattr__(self, "output_names", tuple(self._outputs))
         object.__setattr__(self, "_required", tuple(s.name for s in self.inputs if not s.optional))
         object.__setattr__(self, "_has_optional", any(s.optional for s in self.inputs))
         # The common case checked in a few comparisons: a batched, fixed-size, raw input.
@@ -180,10 +183,6 @@ class Signature:
 
     def output(self, name: str) -> TensorSpec | None:
         return self._outputs.get(name)
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(self._outputs)
 
 
 def _shape_text(shape: Iterable[int]) -> str:
@@ -360,28 +359,31 @@ def decode_inputs(request: Any, signature: Signature) -> dict[str, np.ndarray]:
     return arrays
 
 
-def raw_parts(request: Any, signature: Signature) -> tuple[int, tuple[bytes, ...]] | None:
+def raw_parts(
+    headers: Sequence[bytes], raw: Sequence[bytes], signature: Signature
+) -> tuple[int, tuple[bytes, ...]] | None:
     """For a request in the common form (every input raw, batched and fixed-size, as the model
     declares it), its rows and its inputs' bytes in the signature's order: requests in this form
     can be joined into one batch without decoding each. None: any other form (`decode_inputs`
-    takes it, and explains what is wrong with it).
+    takes it, and explains what is wrong with it). `headers` are the request's inputs serialized
+    (InferInputTensor messages, each known to parse), `raw` its raw_input_contents
+    (gateway/wire.py `input_parts`).
 
     Clients send the same few tensor headers over and over (name, datatype, shape), so each
-    header is checked once: its serialized bytes are remembered with what they mean."""
-    inputs = request.inputs
-    raw = request.raw_input_contents
-    count = len(inputs)
+    header is checked once: its bytes are remembered with what they mean."""
+    count = len(headers)
     if count != len(signature.inputs) or len(raw) != count:
         return None
     layouts = signature._layouts
     found: list[bytes | None] = [None] * count
     rows = -1
     for i in range(count):
-        tensor = inputs[i]
-        header = tensor.SerializeToString()
+        header = headers[i]
         known = layouts.get(header)
         if known is None:
-            known = _layout(tensor, signature)
+            from ._proto.inference_pb2 import ModelInferRequest
+
+            known = _layout(ModelInferRequest.InferInputTensor.FromString(header), signature)
             if known is None:
                 return None
             if len(layouts) >= 4096:  # bounded: headers of every row count, per input
@@ -450,13 +452,17 @@ def _raw_form(name: str, array: np.ndarray, datatype: str) -> np.ndarray:
 
 def wire_field(number: int, data: bytes) -> bytes:
     """One length-delimited protobuf field (a string, bytes or message field) on the wire."""
-    size = len(data)
+    return wire_head(number, len(data)) + data
+
+
+def wire_head(number: int, size: int) -> bytes:
+    """What precedes `size` bytes of a length-delimited field on the wire: its tag and length."""
     head = bytearray([number << 3 | 2])
     while size > 0x7F:
         head.append(size & 0x7F | 0x80)
         size >>= 7
     head.append(size)
-    return bytes(head) + data
+    return bytes(head)
 
 
 def requested_outputs(request: Any, signature: Signature) -> tuple[str, ...]:

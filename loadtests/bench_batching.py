@@ -19,6 +19,7 @@ each concurrency against
   (p) the gateway, batching on, native, with `native_batch: false`: the drop-in server's one
       asyncio task per call instead of the batch path (gateway/transport/native.py)
   (z) (a) with max_queue_delay_us 0: batches of what has arrived, no waiting for more
+  (r) (a) at an earlier commit (--baseline REV, harness/baseline.py): before/after in one run
   (c) a real Triton 2.51, Python backend running the same ONNX file with ONNX Runtime (1 intra-op
       thread), dynamic batching (max batch 64, 500 µs delay). If it dies, the crash is recorded,
       it is restarted and the row is retried at half the concurrency (then 1/4, 1/8).
@@ -48,13 +49,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 from gateway.examples import mlp  # noqa: E402
 from harness.bare_server import start_bare_server_subprocess, stop_bare_server  # noqa: E402
+from harness.baseline import baseline_env, checkout  # noqa: E402
 from harness.gateway import GatewayProcess  # noqa: E402
 from harness.perf_analyzer import FIELDS, infer_stats, run_perf_analyzer  # noqa: E402
 from harness.procfs import group_cpu_s, processes  # noqa: E402
@@ -71,6 +73,7 @@ SERVERS = {
     "g": "gateway batching on, grpcio transport (g)",
     "p": "gateway batching on, native, a task per call (p)",
     "z": "gateway batching on, no queue delay (z)",
+    "r": "gateway batching on, at --baseline (r)",
 }
 # batching, transport, native_batch (the batch path; (p) is the drop-in's one task per call)
 GATEWAYS = {
@@ -79,7 +82,9 @@ GATEWAYS = {
     "g": ("on", "grpcio", True),
     "p": ("on", "native", False),
     "z": ("on", "native", True),
+    "r": ("on", "native", True),  # (a) at an earlier commit (--baseline REV)
 }
+DEFAULT_SERVERS = ["a", "b", "c", "d", "g", "p", "z"]
 NO_DELAY = {"z"}  # max_queue_delay_us 0: a batch of what is queued when the batcher looks
 MAX_BATCH = 64
 QUEUE_DELAY_US = 500
@@ -262,9 +267,13 @@ def start_server(
         repo = gateway_repo(tmp / key, name, onnx_file, in_dim, out_dim)
         delay = 0 if key in NO_DELAY else QUEUE_DELAY_US
         cfg = gateway_yaml(tmp / key, name, mode == "on", args.gateway_intra_op_threads, native_batch, delay)
-        gw = GatewayProcess(
-            repo, "--config", str(cfg), "--batching", mode, "--transport", transport, "--log-level", "warning"
-        )
+        env = None
+        if key == "r":
+            if args.baseline_tree is None:
+                raise SystemExit("server (r) needs --baseline REV")
+            env = baseline_env(args.baseline_tree)
+        flags = ("--config", str(cfg), "--batching", mode, "--transport", transport, "--log-level", "warning")
+        gw = GatewayProcess(repo, *flags, env=env)
         try:
             gw.wait_ready(timeout=120)
             yield Server(gw.url, gw.proc.pid, lambda: gw.proc.poll() is None), None
@@ -715,14 +724,15 @@ def main() -> int:
         "--modes", type=_list(("unary", "streaming")), default=["unary", "streaming"], help="unary,streaming"
     )
     ap.add_argument(
-        "--servers", type=_list(tuple(SERVERS)), default=list(SERVERS), help="subset of a,b,c,d,g"
+        "--servers", type=_list(tuple(SERVERS)), default=DEFAULT_SERVERS, help="subset of a,b,c,d,g,p,z,r"
     )
     ap.add_argument(
         "--streaming-servers",
         type=_list(tuple(SERVERS)),
-        default=list(SERVERS),
+        default=DEFAULT_SERVERS,
         help="which of them also run streaming",
     )
+    ap.add_argument("--baseline", metavar="REV", default=None, help="the commit server (r) runs (git rev)")
     ap.add_argument("--skip-triton", action="store_true", help="leave out (c)")
     ap.add_argument("--triton-venv", default=None, help="default .venv-triton (harness/setup_triton.sh)")
     ap.add_argument("--triton-max-restarts", type=int, default=8, help="per model")
@@ -742,7 +752,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_batching.json")
     ap.add_argument("--plot", type=Path, default=RESULTS / "bench_batching.png")
     args = ap.parse_args()
+    with ExitStack() as stack:
+        args.baseline_tree = stack.enter_context(checkout(args.baseline)) if args.baseline else None
+        return run(args)
 
+
+def run(args: argparse.Namespace) -> int:
     servers = [s for s in args.servers if not (s == "c" and args.skip_triton)]
     if "c" in servers and not triton_available(args.triton_venv):
         log("no Triton venv (run harness/setup_triton.sh): leaving out (c)")

@@ -20,6 +20,7 @@ Servers (as in bench_batching.py, which starts them):
   (p) the same with `native_batch: false`: the drop-in server's one task per call
   (g) the gateway on the grpcio transport
   (z) (a) with max_queue_delay_us 0 (batches of what has arrived)
+  (r) (a) at an earlier commit, --baseline REV (a before/after A/B in one run)
   (c) Triton 2.51 (Python backend running the same ONNX file with ONNX Runtime, dynamic batching
       max 64, 500 µs)
 and the floors of the native front (harness/bare_native.py, no gateway):
@@ -54,6 +55,7 @@ from bench_batching import MODELS, SERVERS, start_server
 from gateway._proto import inference_pb2 as pb
 from gateway.examples import mlp
 from harness.bare_native import BareNative
+from harness.baseline import checkout
 from harness.procfs import group_cpu_s
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,6 +221,7 @@ def main() -> int:
     parser.add_argument("--models", type=lambda s: s.split(","), default=["small"])
     parser.add_argument("--servers", type=lambda s: s.split(","), default=["a", "p", "g", "c"])
     parser.add_argument("--triton-venv", default=None)
+    parser.add_argument("--baseline", metavar="REV", default=None, help="what server (r) runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_h2load.json")
     args = parser.parse_args()
     args.gateway_intra_op_threads = None  # what start_server reads
@@ -228,7 +231,8 @@ def main() -> int:
         return 2
     rows: list[dict[str, Any]] = []
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench_h2load_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_h2load_") as tmp, ExitStack() as stack:
+        args.baseline_tree = stack.enter_context(checkout(args.baseline)) if args.baseline else None
         for name in args.models:
             rows += run_model(name, Path(tmp), args)
     text = summary(rows, args)

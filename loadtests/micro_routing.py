@@ -73,7 +73,7 @@ def decisions(n: int) -> None:
 def pieces(n: int) -> None:
     """The per-request pieces routing and shadows added, each alone."""
     from gateway.routing import compare
-    from gateway.transport.inference import parse_request
+    from gateway.wire import parse_request
 
     a = {"y": np.random.default_rng(1).random((1, 8), np.float32)}
     b = {"y": np.random.default_rng(2).random((1, 8), np.float32)}

@@ -24,9 +24,10 @@ class Histogram:
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
+    def observe(self, seconds: float, times: int = 1) -> None:
+        """Count `seconds` (`times` observations of it)."""
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += times
+        self.total += seconds * times
 
 
 def buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:

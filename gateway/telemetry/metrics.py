@@ -13,7 +13,7 @@ import bisect
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,26 @@ class VersionMetrics:
         self.last_inference_ms = time.time_ns() // 1_000_000
         self.latency.observe(total_ns * 1e-9)
         self.queue_latency.observe(queue_ns * 1e-9)
+
+    def succeeded_together(
+        self, rows: int, totals_ns: Sequence[int], input_ns: int, infer_ns: int, output_ns: int, queue_ns: int
+    ) -> None:
+        """Requests of one backend call answered at once (`succeeded` for each, in one step):
+        their own total times, their summed input and output times, and the batch's compute
+        and queue time (the same for each)."""
+        calls = len(totals_ns)
+        self.inference_count += rows
+        self.success_count += calls
+        self.success_ns += sum(totals_ns)
+        self.input_ns += input_ns
+        self.infer_ns += infer_ns * calls
+        self.output_ns += output_ns
+        self.queue_ns += queue_ns * calls
+        self.last_inference_ms = time.time_ns() // 1_000_000
+        observe = self.latency.observe
+        for total_ns in totals_ns:
+            observe(total_ns * 1e-9)
+        self.queue_latency.observe(queue_ns * 1e-9, calls)
 
     def failed(self, code: str, total_ns: int) -> None:
         self.fail_count += 1

@@ -1,9 +1,9 @@
 """The `inference.GRPCInferenceService` servicer: convert, call the data plane, convert back.
 
-ModelInfer and ModelStreamInfer take their request bytes raw and parse them here, so a body
-that is not a ModelInferRequest is INVALID_ARGUMENT with a plain message (on a stream: that
-message's error, and the stream goes on), never the transport's UNKNOWN or INTERNAL with a
-Python exception text.
+ModelInfer and ModelStreamInfer take their request bytes raw and parse them here
+(gateway/wire.py; the batch path only reads requests in the common form), so a body that is not
+a ModelInferRequest is INVALID_ARGUMENT with a plain message (on a stream: that message's error,
+and the stream goes on), never the transport's UNKNOWN or INTERNAL with a Python exception text.
 """
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from .._proto import inference_pb2 as pb
 from .._proto import inference_pb2_grpc as pb_grpc
 from ..dataplane import DataPlane, Incoming
-from ..errors import GatewayError, InvalidArgument
+from ..errors import GatewayError
 from ..telemetry.tracing import Trace, Tracing
+from ..wire import parse_request, read_request
 from ._errors import handled, internal_message
 from ._server import NO_DEADLINE_S, deadline_of
 
 if TYPE_CHECKING:
     from .native import BatchServer
 
-__all__ = ["InferenceServicer", "add_inference_service", "parse_request"]
+__all__ = ["InferenceServicer", "add_inference_service"]
 
 Ctx: TypeAlias = Any  # grpc.aio.ServicerContext; grpcio ships no type information
 
@@ -58,15 +58,6 @@ def add_inference_service(servicer: InferenceServicer, server: Any) -> None:
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
-
-
-def parse_request(data: bytes) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest()
-    try:
-        request.ParseFromString(data)
-    except DecodeError:
-        raise InvalidArgument("request body is not a valid ModelInferRequest") from None
-    return request
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -164,7 +155,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 trace = _forwarded(metadata)
             answer = _Answer(server, call_id, span)
             try:
-                request = parse_request(body)
+                request = read_request(body)
             except GatewayError as exc:
                 answer(None, exc)
                 continue
@@ -275,6 +266,9 @@ class _Answer:
 
     def __call__(self, response: pb.ModelInferResponse | bytes | None, error: BaseException | None) -> None:
         server, span = self.server, self.span
+        if response.__class__ is bytes and span is None:  # the common case: cut from a template
+            server.respond(self.call_id, response)
+            return
         if response is not None:
             data = response if isinstance(response, bytes) else response.SerializeToString()
             server.respond(self.call_id, data)

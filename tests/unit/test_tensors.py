@@ -576,16 +576,28 @@ def two_inputs(a_rows: int = 2, b_rows: int = 2, b_bytes: int | None = None) -> 
     return req
 
 
+def parts_of(request: pb.ModelInferRequest, signature: Signature) -> tuple[int, tuple[bytes, ...]] | None:
+    """`raw_parts` of a request both ways the data plane gets one: read off the wire
+    (gateway/wire.py) and parsed. They must agree."""
+    from gateway.tensors import raw_parts
+    from gateway.wire import input_parts, read_request
+
+    body = request.SerializeToString()
+    read = raw_parts(*input_parts(read_request(body)), signature)
+    assert read == raw_parts(*input_parts(pb.ModelInferRequest.FromString(body)), signature)
+    return read
+
+
 def test_raw_parts_gives_rows_and_bytes_in_signature_order_and_join_parts_stacks_them() -> None:
-    from gateway.tensors import join_parts, raw_parts
+    from gateway.tensors import join_parts
 
     signature = Signature(TWO_INPUTS.inputs, TWO_INPUTS.outputs, 8)  # its own header cache
     for _ in range(2):  # the second time from the cache: same answer
-        found = raw_parts(two_inputs(), signature)
+        found = parts_of(two_inputs(), signature)
         assert found is not None
         rows, parts = found
         assert rows == 2 and parts == (fp32(8), np.arange(4, dtype="<i8").tobytes())
-    other = raw_parts(two_inputs(3, 3), signature)
+    other = parts_of(two_inputs(3, 3), signature)
     assert other is not None and other[0] == 3
     joined = join_parts([parts, other[1]], 5, signature)
     decoded = [decode_inputs(two_inputs(), signature), decode_inputs(two_inputs(3, 3), signature)]
@@ -594,26 +606,24 @@ def test_raw_parts_gives_rows_and_bytes_in_signature_order_and_join_parts_stacks
 
 
 def test_raw_parts_turns_down_every_other_form_even_with_a_known_header() -> None:
-    from gateway.tensors import raw_parts
-
     signature = Signature(TWO_INPUTS.inputs, TWO_INPUTS.outputs, 8)
-    assert raw_parts(two_inputs(), signature) is not None  # the headers are now known
-    assert raw_parts(two_inputs(b_bytes=24), signature) is None  # known header, short payload
-    assert raw_parts(two_inputs(2, 3), signature) is None  # rows differ between inputs
-    assert raw_parts(two_inputs(9, 9), signature) is None  # over max_batch_size
+    assert parts_of(two_inputs(), signature) is not None  # the headers are now known
+    assert parts_of(two_inputs(b_bytes=24), signature) is None  # known header, short payload
+    assert parts_of(two_inputs(2, 3), signature) is None  # rows differ between inputs
+    assert parts_of(two_inputs(9, 9), signature) is None  # over max_batch_size
     one = pb.ModelInferRequest(model_name="m")
     add_raw(one, "a", "FP32", [2, 4], fp32(8))
-    assert raw_parts(one, signature) is None  # an input missing
+    assert parts_of(one, signature) is None  # an input missing
     twice = two_inputs()
     add_raw(twice, "a", "FP32", [2, 4], fp32(8))
     del twice.inputs[0]
     del twice.raw_input_contents[0]
-    assert raw_parts(twice, signature) is None  # an input given twice
+    assert parts_of(twice, signature) is None  # an input given twice
     wrong = two_inputs()
     wrong.inputs[1].datatype = "FP64"
-    assert raw_parts(wrong, signature) is None
+    assert parts_of(wrong, signature) is None
     typed = two_inputs()
     typed.inputs[1].contents.fp32_contents.extend([1.0])
-    assert raw_parts(typed, signature) is None
-    assert raw_parts(raw_request("x", "FP32", [1, 8], fp32(8)), signature) is None  # unknown input
-    assert raw_parts(raw_request("s", "BYTES", [1, 1], b"\0\0\0\0"), BYTES_2D) is None  # not fixed-size
+    assert parts_of(typed, signature) is None
+    assert parts_of(raw_request("x", "FP32", [1, 8], fp32(8)), signature) is None  # unknown input
+    assert parts_of(raw_request("s", "BYTES", [1, 1], b"\0\0\0\0"), BYTES_2D) is None  # not fixed-size

@@ -1,0 +1,3 @@
+"""Types of the compiled scanner (gateway/_wire.pyx); gateway/wire.py has its reference twin."""
+
+def scan_infer(body: bytes) -> tuple[str, str, str, list[bytes], list[bytes]] | None: ...
