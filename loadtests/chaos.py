@@ -97,6 +97,9 @@ def stream_loop(url: str, stop: threading.Event, record: Record, deadline_s: flo
 
     def callback(result: Any, error: Any) -> None:
         took = time.monotonic() - began[0]
+        if error is not None and stop.is_set() and str(error.status()) == "StatusCode.CANCELLED":
+            done.release()  # the stream's own end: stop_stream(cancel_requests=True) below
+            return
         if error is not None:
             record.add(time.monotonic(), took, str(error.status()).replace("StatusCode.", ""))
         else:
@@ -114,7 +117,10 @@ def stream_loop(url: str, stop: threading.Event, record: Record, deadline_s: flo
             try:
                 while not stop.is_set():
                     began[0] = time.monotonic()
-                    c.async_stream_infer("mlp", [x])
+                    try:
+                        c.async_stream_infer("mlp", [x])
+                    except InferenceServerException:  # the stream ended (its failure went to callback)
+                        break
                     if not done.acquire(timeout=deadline_s + 1):
                         record.add(time.monotonic(), deadline_s + 1, "HUNG (stream)")
                         break
