@@ -6,7 +6,9 @@ it receives kept as a plain record.
         spans = otlp.wait_for(lambda spans: len(spans) >= 3)
 
 It runs grpcio's threaded server in the test's own process; `stop()` takes it down (a collector
-that goes away mid-load). It also takes OTLP/HTTP (protobuf or JSON, POST /v1/traces on
+that goes away mid-load), and `OtlpReceiver(port=...)` brings one back on the same port.
+`OtlpReceiver(delay_s=3)` is a slow collector: it keeps each export's spans when they arrive and
+answers `delay_s` later. It also takes OTLP/HTTP (protobuf or JSON, POST /v1/traces on
 `http_endpoint`), which is how Triton exports its own spans.
 """
 
@@ -114,6 +116,7 @@ class _Service(trace_service_pb2_grpc.TraceServiceServicer):
 
     def Export(self, request: Any, context: Any) -> Any:
         self._receiver._add(_records(request))
+        self._receiver._hold()
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -130,6 +133,7 @@ def _http_handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
                 request.ParseFromString(body)
                 receiver._add(_records(request))
                 answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            receiver._hold()
             self.send_response(200)
             self.send_header("Content-Type", kind or "application/x-protobuf")
             self.send_header("Content-Length", str(len(answer)))
@@ -143,10 +147,15 @@ def _http_handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
 
 
 class OtlpReceiver:
-    def __init__(self, port: int = 0) -> None:
+    """`port`: 0 for any free one. `delay_s`: how long each export (gRPC or HTTP) waits, its
+    spans already kept, before it is answered; a stop ends the wait."""
+
+    def __init__(self, port: int = 0, delay_s: float = 0.0) -> None:
         self._spans: list[Span] = []
         self._lock = threading.Lock()
         self.exports = 0
+        self.delay_s = delay_s
+        self._stopping = threading.Event()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         add = trace_service_pb2_grpc.add_TraceServiceServicer_to_server  # generated, untyped
         add(_Service(self), self._server)  # type: ignore[no-untyped-call]
@@ -170,6 +179,10 @@ class OtlpReceiver:
             self._spans.extend(spans)
             self.exports += 1
 
+    def _hold(self) -> None:
+        if self.delay_s > 0:
+            self._stopping.wait(self.delay_s)
+
     def spans(self) -> list[Span]:
         with self._lock:
             return list(self._spans)
@@ -191,6 +204,7 @@ class OtlpReceiver:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        self._stopping.set()
         self._server.stop(0).wait()
         if self._http_thread.is_alive():
             self._http.shutdown()

@@ -1,6 +1,7 @@
 """Faults under steady load: what each one costs.
 
     python loadtests/chaos.py [--workers 2] [--clients 8] [--deadline-s 5] [--no-triton]
+                              [--trace-ratio 0.01]
 
 Serves the example repository's `mlp` with `--workers 2` (and, when the Triton peer is set up:
 `make triton-peer`, a model `fraud` on two real Triton servers), drives it with 8 clients (6
@@ -10,13 +11,22 @@ unary, 2 on ModelStreamInfer, every call with a deadline) and, in turn:
     t=18 s  SIGSTOP a worker for 5 s               (its heartbeat misses: it is replaced)
     t=32 s  swap mlp's version 3 times through the admin API (2 s apart)
     t=44 s  kill one Triton endpoint, start it again 5 s later   (with Triton)
+    t=54 s  stop the OTLP collector, bring one back on its port 5 s later
+
+Tracing is on throughout: the calls carry no `traceparent`, `telemetry.tracing.sampler_ratio`
+(`--trace-ratio`) samples them, and the spans go over OTLP/gRPC to a real receiver in this
+process (harness/otlp.py) with `export_timeout_s: 1` and an export every 0.5 s, so that exports
+fail while the collector is down and their spans are counted as dropped.
 
 For each fault: the requests that failed, by status; calls that took longer than their deadline
 plus a second (hung: there must be none); and the time until throughput is back to 90% of what
 it was before the fault. Every answer's version is checked against the version it names, so a
-wrong answer cannot pass silently. A plot of throughput, p99 and failures per second with the
-faults marked goes to loadtests/results/chaos.png, the figures to loadtests/results/chaos.json.
-Exits 1 when a call hung or an answer was wrong. Loopback only; it stops itself.
+wrong answer cannot pass silently. For the collector: spans received after it is back and how
+soon the first came, and modelgate_trace_spans_dropped_total before the stop and at the end. A
+plot of throughput, p99 and failures per second with the faults marked goes to
+loadtests/results/chaos.png, the figures to loadtests/results/chaos.json. Exits 1 when a call
+hung, an answer was wrong, a call failed while the collector was away, no span arrived after it
+came back or no dropped span was counted. Loopback only; it stops itself.
 """
 
 from __future__ import annotations
@@ -43,11 +53,13 @@ from tritonclient.utils import InferenceServerException
 from gateway._proto import admin_pb2, admin_pb2_grpc
 from gateway.examples import example_repository, mlp
 from harness.bench import RESULTS, table
-from harness.gateway import GatewayProcess
+from harness.gateway import GatewayProcess, metric, scrape
+from harness.otlp import OtlpReceiver
 from harness.procfs import children, stat
 from harness.triton import TritonServer, make_onnx_python_model, triton_available
 
 X = np.linspace(-1, 1, 32, dtype=np.float32).reshape(1, 32)
+COLLECTOR_FAULT = "stop the OTLP collector 5 s"
 
 
 class Record:
@@ -97,6 +109,9 @@ def stream_loop(url: str, stop: threading.Event, record: Record, deadline_s: flo
 
     def callback(result: Any, error: Any) -> None:
         took = time.monotonic() - began[0]
+        if error is not None and stop.is_set() and str(error.status()) == "StatusCode.CANCELLED":
+            done.release()  # the stream's own end: stop_stream(cancel_requests=True) below
+            return
         if error is not None:
             record.add(time.monotonic(), took, str(error.status()).replace("StatusCode.", ""))
         else:
@@ -114,7 +129,10 @@ def stream_loop(url: str, stop: threading.Event, record: Record, deadline_s: flo
             try:
                 while not stop.is_set():
                     began[0] = time.monotonic()
-                    c.async_stream_infer("mlp", [x])
+                    try:
+                        c.async_stream_infer("mlp", [x])
+                    except InferenceServerException:  # the stream ended (its failure went to callback)
+                        break
                     if not done.acquire(timeout=deadline_s + 1):
                         record.add(time.monotonic(), deadline_s + 1, "HUNG (stream)")
                         break
@@ -155,21 +173,29 @@ def recovery(seconds: list[dict[str, Any]], at: float) -> float | None:
     return None
 
 
+def dropped_spans(proc: GatewayProcess) -> float:
+    return metric(scrape(proc.metrics_port), "modelgate_trace_spans_dropped_total")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--deadline-s", type=float, default=5.0)
     parser.add_argument("--no-triton", action="store_true")
+    parser.add_argument("--trace-ratio", type=float, default=0.01, help="telemetry.tracing.sampler_ratio")
     args = parser.parse_args()
     use_triton = not args.no_triton and triton_available()
     tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
     models = tmp / "models"
     example_repository(models)
+    collector = OtlpReceiver()
+    tracing = {"enabled": True, "endpoint": collector.endpoint, "sampler_ratio": args.trace_ratio}
     config: dict[str, Any] = {
         "worker_heartbeat_s": 2,
         "models": {"mlp": {"traffic": {"1": 100}}},
         "triton": {"probe_interval_s": 0.5, "eject_after_failures": 2},
+        "telemetry": {"tracing": {**tracing, "export_timeout_s": 1}},
     }
     tritons: list[TritonServer] = []
     if use_triton:
@@ -183,7 +209,10 @@ def main() -> int:
             "versions": {"1": {"backend": "triton", "endpoints": endpoints, "model": "mlp"}}
         }
     (tmp / "gateway.json").write_text(json.dumps(config))
-    proc = GatewayProcess(models, "--config", str(tmp / "gateway.json"), "--workers", str(args.workers))
+    proc = GatewayProcess(
+        models, "--config", str(tmp / "gateway.json"), "--workers", str(args.workers),
+        env={"OTEL_BSP_SCHEDULE_DELAY": "500"},  # the SDK's export interval (ms): 5 s by default
+    )  # fmt: skip
     proc.wait_ready(lines=args.workers, timeout=120)
     admin = admin_pb2_grpc.AdminServiceStub(grpc.insecure_channel(proc.admin_url))
     answers = expected()
@@ -208,6 +237,7 @@ def main() -> int:
     for t in threads:
         t.start()
     faults: list[tuple[str, float]] = []
+    traced: dict[str, Any] = {}
 
     def at(second: float) -> None:
         time.sleep(max(0.0, t0 + second - time.monotonic()))
@@ -236,13 +266,28 @@ def main() -> int:
             tritons[0].kill()
             at(49)
             tritons[0].start()
-        at(58)
+        at(54)
+        traced["spans_before"] = len(collector.spans())
+        traced["dropped_before"] = dropped_spans(proc)
+        faults.append((COLLECTOR_FAULT, time.monotonic() - t0))
+        collector.stop()
+        at(59)
+        collector = OtlpReceiver(port=collector.port)  # the gateway's exporter finds it again
+        back = time.monotonic()
+        while collector.exports == 0 and time.monotonic() < t0 + 68:
+            time.sleep(0.05)
+        if collector.exports:
+            traced["first_export_after_s"] = round(time.monotonic() - back, 2)
+        at(68)
+        traced["spans_after"] = len(collector.spans())
+        traced["dropped_after"] = dropped_spans(proc)
     finally:
         stop.set()
         for t in threads:
             t.join(30)
         end = time.monotonic()
         status = proc.terminate()
+        collector.stop()
         for t in tritons:
             t.stop()
     seconds = per_second(record, t0, end)
@@ -264,13 +309,24 @@ def main() -> int:
         table(head, ([f if k == "failed" else r[k] for k in keys] for r, f in zip(rows, failed, strict=True)))
     )
     print(f"all calls: {dict(total)}; wrong answers: {len(record.wrong)}; gateway exit status {status}")
+    print(
+        f"OTLP collector (sampling {args.trace_ratio:g}): {traced.get('spans_before', 0)} spans before the"
+        f" stop; after it came back {traced.get('spans_after', 0)} spans, the first export"
+        f" {traced.get('first_export_after_s', 'never')} s after; modelgate_trace_spans_dropped_total"
+        f" {traced.get('dropped_before', 0):g} before the stop, {traced.get('dropped_after', 0):g} at the end"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "chaos.json").write_text(
-        json.dumps({"faults": rows, "seconds": seconds, "total": dict(total)}, indent=1)
+        json.dumps({"faults": rows, "seconds": seconds, "total": dict(total), "tracing": traced}, indent=1)
     )
     _plot(seconds, faults)
     hung = sum(r["hung"] for r in rows)
-    return 1 if hung or record.wrong else 0
+    collector_ok = (
+        not any(r["failed"] for r in rows if r["fault"] == COLLECTOR_FAULT)
+        and traced.get("spans_after", 0) > 0
+        and traced.get("dropped_after", 0) > traced.get("dropped_before", 0)
+    )
+    return 1 if hung or record.wrong or not collector_ok else 0
 
 
 def _round(value: float | None) -> float | None:

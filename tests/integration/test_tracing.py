@@ -1,6 +1,6 @@
 """OpenTelemetry tracing in the real gateway, exported over OTLP/gRPC to a real receiver
 (harness/otlp.py): the caller's trace continued, the span tree behind a request, sampling,
-several workers, and a collector that goes away mid-load."""
+several workers, and a collector that goes away mid-load or answers slowly."""
 
 from __future__ import annotations
 
@@ -58,13 +58,19 @@ def new_traceparent(sampled: bool = True) -> tuple[str, str, str]:
     return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}", trace_id, span_id
 
 
-async def fire(url: str, headers: list[dict[str, str]], model: str = "mlp", width: int = 32) -> list[Any]:
+async def fire(
+    url: str,
+    headers: list[dict[str, str]],
+    model: str = "mlp",
+    width: int = 32,
+    deadline_s: float | None = None,
+) -> list[Any]:
     async with aioclient.InferenceServerClient(url) as c:
 
         async def one(i: int, h: dict[str, str]) -> Any:
             x = aioclient.InferInput("x", [1, width], "FP32")
             x.set_data_from_numpy(np.full((1, width), i / 100, np.float32))
-            return await c.infer(model, [x], request_id=str(i), headers=h)
+            return await c.infer(model, [x], request_id=str(i), headers=h, client_timeout=deadline_s)
 
         return await asyncio.gather(*(one(i, h) for i, h in enumerate(headers)))
 
@@ -194,6 +200,34 @@ def test_collector_down_mid_load(repo: Path, otlp: OtlpReceiver, tmp_path: Path)
             time.sleep(0.2)
     finally:
         assert proc.terminate() == 0, proc.log()
+
+
+def test_slow_collector_never_slows_a_request(repo: Path, tmp_path: Path) -> None:
+    """A collector that answers each export 3 s late, the gateway's export timeout 1 s: every
+    export times out on the SDK's export thread and its spans are counted as dropped, while 320
+    traced requests, each with a 1 s deadline, all succeed. Were an export on a request's way (or
+    on the event loop), requests would wait for its 1 s timeout and miss their deadlines; a request
+    here takes milliseconds, so the deadline leaves a busy machine a wide margin."""
+    (tmp_path / "gateway.yaml").write_text("telemetry: {tracing: {export_timeout_s: 1}}\n")
+    with OtlpReceiver(delay_s=3) as slow:
+        proc = GatewayProcess(repo, "--config", str(tmp_path / "gateway.yaml"), env=otel_env(slow))
+        proc.wait_ready()
+        try:
+            traced = [{"traceparent": new_traceparent()[0]} for _ in range(32)]
+            ok = len(asyncio.run(fire(proc.url, traced, deadline_s=1)))
+            slow.wait_for(lambda s: len(s) > 0)  # an export arrived: the collector holds it 3 s
+            for _ in range(9):  # fire() raises on any failed or late request
+                traced = [{"traceparent": new_traceparent()[0]} for _ in range(32)]
+                ok += len(asyncio.run(fire(proc.url, traced, deadline_s=1)))
+            assert ok == 10 * 32
+            deadline = time.monotonic() + 20
+            while metric(scrape(proc.metrics_port), "modelgate_trace_spans_dropped_total") <= 0:
+                assert time.monotonic() < deadline, "no timed-out export counted"
+                time.sleep(0.2)
+            assert len(asyncio.run(fire(proc.url, traced, deadline_s=1))) == 32  # still serving
+        finally:
+            assert proc.terminate() == 0, proc.log()
+    assert "Traceback" not in proc.log(), proc.log()
 
 
 @pytest.fixture
