@@ -41,9 +41,10 @@ _REASONS = (
     ("drift", "drift"),
 )  # a rollback's reason text -> its label on /metrics
 Versus = Callable[
-    [str, Mapping[str, NDArray[np.int64]], Mapping[str, NDArray[np.int64]]], tuple[float, str] | None
+    [str, Mapping[str, NDArray[np.int64]], Mapping[str, NDArray[np.int64]]], tuple[float, str, float] | None
 ]
-"""(model, the canary's output bins, the baseline's) -> (drift score, where) or None."""
+"""(model, the canary's output bins, the baseline's) -> (drift score, where, its chance level)
+or None."""
 RUNTIME_FILE = "traffic.json"  # in state_dir: each rollout's status, step and weights
 
 
@@ -132,6 +133,7 @@ class _Totals:
             disagreed - d0,
             drift[0] if drift is not None else None,
             drift[1] if drift is not None else "",
+            drift[2] if drift is not None else None,
         )
 
 

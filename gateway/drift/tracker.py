@@ -112,6 +112,40 @@ def tensor_scores(
     return out
 
 
+CHANCE_DRAWS = 20
+
+
+def chance_level(
+    tensor: TensorProfile, kind: Score, first: NDArray[np.int64], second: NDArray[np.int64]
+) -> float:
+    """How high the worst feature's score of two samples of these sizes goes by chance alone:
+    the highest of `CHANCE_DRAWS` pairs of samples of the same sizes, per feature, drawn from ONE
+    distribution (the two samples pooled). About the 95th percentile of the score when nothing
+    differs: small samples score high by chance (PSI about (bins - 1) x (1/n1 + 1/n2) on
+    average), so a gate must not judge a score near this level. Seeded: the same counts give the
+    same level."""
+    rng = np.random.default_rng(0)
+    parts = []
+    for a, b in zip(tensor.split(first), tensor.split(second), strict=True):  # (features, bins) each
+        pooled = (a + b).astype(np.float64)
+        totals = pooled.sum(axis=1, keepdims=True)
+        width = max(pooled.shape[1], 1)
+        p = np.divide(pooled, totals, out=np.full_like(pooled, 1.0 / width), where=totals > 0)
+        parts.append((p, a.sum(axis=1), b.sum(axis=1)))
+    level = 0.0
+    for _ in range(CHANCE_DRAWS):
+        draws = [
+            [rng.multinomial(n, p) if p.size else np.zeros(p.shape, np.int64) for n in (n1, n2)]
+            for p, n1, n2 in parts
+        ]
+        one = np.concatenate([d[0].ravel() for d in draws]).astype(np.int64)
+        two = np.concatenate([d[1].ravel() for d in draws]).astype(np.int64)
+        values = tensor_scores(tensor, one, two)[kind]
+        if values.size:
+            level = max(level, float(np.nanmax(values)))
+    return level
+
+
 class DriftTracker:
     def __init__(self, clock: Callable[[], float] = time.monotonic, folder: Path | None = None) -> None:
         self._clock = clock
@@ -282,13 +316,15 @@ class DriftTracker:
 
     def versus(
         self, model: str, canary: Mapping[str, NDArray[np.int64]], baseline: Mapping[str, NDArray[np.int64]]
-    ) -> tuple[float, str] | None:
+    ) -> tuple[float, str, float] | None:
         """The canary's outputs scored against the baseline's (bins counted over the same span):
-        the worst output feature, and where; None without a profile or data on both sides."""
+        the worst output feature, where, and the chance level of that score for these many rows
+        (`chance_level`); None without a profile or data on both sides."""
         spec, profile = self._specs.get(model, (None, None))
         if spec is None or profile is None:
             return None
         worst: tuple[float, str] | None = None
+        chance = 0.0
         for name, tensor in profile.tensors.items():
             c, b = canary.get(name), baseline.get(name)
             if tensor.role != "output" or c is None or b is None or not c.sum() or not b.sum():
@@ -299,7 +335,8 @@ class DriftTracker:
             i = int(np.argmax(values))
             if worst is None or values[i] > worst[0]:
                 worst = (float(values[i]), f"output '{name}' feature {_label(tensor, i)}")
-        return worst
+            chance = max(chance, chance_level(tensor, spec.score, b, c))
+        return None if worst is None else (*worst, chance)
 
     def report(self, model: str, version: str = "") -> list[dict[str, Any]]:
         """Per version, tensor and feature: the last window's scores, worst first."""

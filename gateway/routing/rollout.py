@@ -107,6 +107,7 @@ class Window:
     disagreed: int = 0
     drift: float | None = None  # the canary's outputs against the baseline's (None: not measured)
     drift_where: str = ""  # which output feature scored it
+    drift_chance: float | None = None  # what the score reaches by chance with these many rows
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,19 @@ def _gates(spec: RolloutSpec, window: Window) -> str:
                 f"shadow disagreement {share:.4f} > {spec.max_shadow_disagreement} "
                 f"({window.disagreed} of {window.compared})"
             )
-    if spec.max_drift is not None and window.drift is not None and window.drift > spec.max_drift:
-        return f"drift {window.drift:.4f} > {spec.max_drift} (against the baseline, {window.drift_where})"
+    drift, limit = window.drift, spec.max_drift
+    if drift is not None and limit is not None and _drift_judged(spec, window) and drift > limit:
+        return f"drift {drift:.4f} > {limit} (against the baseline, {window.drift_where})"
     return ""
+
+
+def _drift_judged(spec: RolloutSpec, window: Window) -> bool:
+    """Whether the drift gate can judge this window: its score is measured, and what the score
+    reaches by chance with this many rows is at most half the gate's limit (else a canary equal
+    to the baseline could fail it on small samples)."""
+    if spec.max_drift is None or window.drift is None:
+        return False
+    return window.drift_chance is None or window.drift_chance <= spec.max_drift / 2
 
 
 def decide(spec: RolloutSpec, state: RolloutState, window: Window, now: float) -> Action:
@@ -177,6 +188,12 @@ def decide(spec: RolloutSpec, state: RolloutState, window: Window, now: float) -
         return Action(
             rolled, True, f"rolled back at step {state.step + 1} ({spec.steps[state.step]}%): {failed}"
         )
+    if spec.max_drift is not None and window.drift is not None and not _drift_judged(spec, window):
+        waiting = (
+            f"waiting for rows: drift {window.drift:.4f} is within what these rows score by chance "
+            f"({window.drift_chance:.4f}; the gate judges below {spec.max_drift / 2:g})"
+        )
+        return Action(replace(state, reason=waiting), False)
     if now - state.step_started < spec.interval_s:
         left = math.ceil(spec.interval_s - (now - state.step_started))
         return Action(replace(state, reason=f"gates pass; step ends in {left} s"), False)

@@ -134,3 +134,19 @@ def test_batch_sizes_queue_times_queue_depth_and_readiness_over_workers() -> Non
         f"modelgate_version_ready{{{one}}} 1.0",
         'modelgate_version_ready{model="fraud",version="2"} 0.0',  # failed in one worker
     } <= lines
+
+
+def test_calls_counted_together_count_as_each_counted_alone() -> None:
+    """The batch path counts a group's calls in one step (`succeeded_together`): every statistic
+    and both histograms come out as when each call is counted with `succeeded`."""
+    totals = [120_000, 480_000, 2_600_000, 90_000_000]  # ns: four latency buckets
+    rows = [1, 2, 1, 4]
+    inputs = [1_000, 2_000, 3_000, 4_000]
+    alone, together = VersionMetrics("m", "1"), VersionMetrics("m", "1")
+    for total, n, input_ns in zip(totals, rows, inputs, strict=True):
+        alone.succeeded(n, total, input_ns, 700_000, 5_000, 300_000)
+    together.succeeded_together(sum(rows), totals, sum(inputs), 700_000, 5_000 * 4, 300_000)
+    a, b = alone.snapshot(), together.snapshot()
+    a.pop("last_ms"), b.pop("last_ms")
+    assert a == b
+    assert sum(together.latency.counts) == 4 and sum(together.queue_latency.counts) == 4

@@ -180,9 +180,37 @@ def test_versus_scores_the_canary_outputs_against_the_baselines(tmp_path: Path) 
     tracker.configure(_settings(tmp_path, profile, score="ks"))
     shape = profile.tensors["y"].counts.shape
     same = RNG.integers(100, 200, size=shape)
-    assert tracker.versus("m", {"y": same.ravel()}, {"y": same.ravel() * 2}) == (0.0, "output 'y' feature 0")
+    found = tracker.versus("m", {"y": same.ravel()}, {"y": same.ravel() * 2})
+    assert found is not None and found[:2] == (0.0, "output 'y' feature 0")
     moved = np.zeros(shape, np.int64)
     moved[:, -1] = 100  # every canary output in the top bin
     found = tracker.versus("m", {"y": moved.ravel()}, {"y": same.ravel()})
     assert found is not None and found[0] > 0.8
     assert tracker.versus("m", {"y": moved.ravel()}, {}) is None and tracker.versus("other", {}, {}) is None
+
+
+@pytest.mark.parametrize("score", ["psi", "js", "ks"])
+def test_the_chance_level_bounds_an_equal_canary_and_falls_with_rows(tmp_path: Path, score: str) -> None:
+    """Two samples of ONE distribution score above zero by chance, the more so the fewer rows
+    they hold: `versus` says how high (the rollout's drift gate judges only far above it)."""
+    profile = _profile(RNG.normal(size=(20_000, 4)).astype(np.float32))
+    tracker = DriftTracker()
+    tracker.configure(_settings(tmp_path, profile, score=score))
+    features, bins = profile.tensors["y"].counts.shape
+    p = np.full(bins, 1 / bins)
+    rng = np.random.default_rng(7)
+
+    def sample(rows: int) -> np.ndarray:
+        return rng.multinomial(rows, p, size=features).ravel()
+
+    levels = {}
+    for rows in (30, 300, 30_000):
+        above = 0
+        for _ in range(20):
+            found = tracker.versus("m", {"y": sample(rows)}, {"y": sample(rows)})
+            assert found is not None
+            drift, _where, chance = found
+            above += drift > chance
+            levels[rows] = chance
+        assert above <= 4  # the chance level is about the 95th percentile
+    assert levels[30] > 2 * levels[300] > 4 * levels[30_000]  # about 1/rows (psi), 1/sqrt(rows) (ks)

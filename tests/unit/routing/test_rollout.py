@@ -39,9 +39,14 @@ def version(requests: int, failures: dict[str, int] | None = None, bucket: int =
 
 
 def window(
-    canary: VersionWindow | None = None, compared: int = 0, disagreed: int = 0, drift: float | None = None
+    canary: VersionWindow | None = None,
+    compared: int = 0,
+    disagreed: int = 0,
+    drift: float | None = None,
+    chance: float | None = None,
 ) -> Window:
-    return Window(canary or version(200), version(2000), compared, disagreed, drift, "output 'y' feature 3")
+    where = "output 'y' feature 3"
+    return Window(canary or version(200), version(2000), compared, disagreed, drift, where, chance)
 
 
 def test_weights_follow_the_state() -> None:
@@ -123,3 +128,22 @@ def test_quantile_interpolates_inside_the_bucket() -> None:
     assert quantile(0.5, BOUNDS, [0, 100, 0, 0, 0]) == pytest.approx(0.0015)
     assert quantile(0.99, BOUNDS, [50, 50, 0, 0, 0]) == pytest.approx(0.001 + 0.001 * 49 / 50)
     assert quantile(0.99, BOUNDS, [0, 0, 0, 0, 10]) == 0.008  # the open bucket: its lower bound
+
+
+def test_the_drift_gate_waits_while_its_score_is_within_chance() -> None:
+    """A drift score is judged only when what these many rows score by chance is at most half the
+    gate's limit: before that the step neither fails nor ends (an equal canary once failed a
+    0.1 gate at 0.185 on a few hundred rows); the other gates still judge."""
+    noisy = window(drift=0.31, chance=0.15)  # max_drift 0.2: chance must be <= 0.1
+    action = decide(SPEC, START, noisy, now=1e9)  # long past the interval
+    assert action.state.status == Status.RUNNING and action.state.step == 0 and not action.changed
+    assert action.state.reason == (
+        "waiting for rows: drift 0.3100 is within what these rows score by chance (0.1500; the gate "
+        "judges below 0.1)"
+    )
+    judged = decide(SPEC, START, window(drift=0.31, chance=0.1), now=1060.0)
+    assert judged.state.status == Status.ROLLED_BACK and "drift 0.3100 > 0.2" in judged.state.reason
+    passed = decide(SPEC, START, window(drift=0.05, chance=0.02), now=1060.0)
+    assert passed.state == RolloutState(Status.RUNNING, 1, 1060.0)
+    failing = window(version(200, {"INTERNAL": 50}), drift=0.31, chance=0.15)
+    assert decide(SPEC, START, failing, now=1060.0).state.status == Status.ROLLED_BACK
