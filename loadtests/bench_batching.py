@@ -20,6 +20,7 @@ each concurrency against
       asyncio task per call instead of the batch path (gateway/transport/native.py)
   (z) (a) with max_queue_delay_us 0: batches of what has arrived, no waiting for more
   (r) (a) at an earlier commit (--baseline REV, harness/baseline.py): before/after in one run
+  (y) (c) with max_queue_delay_microseconds 0 (as (z))
   (c) a real Triton 2.51, Python backend running the same ONNX file with ONNX Runtime (1 intra-op
       thread), dynamic batching (max batch 64, 500 µs delay). If it dies, the crash is recorded,
       it is restarted and the row is retried at half the concurrency (then 1/4, 1/8).
@@ -69,6 +70,7 @@ SERVERS = {
     "a": "gateway batching on (a)",
     "b": "gateway batching off (b)",
     "c": "Triton python+ORT (c)",
+    "y": "Triton python+ORT, no queue delay (y)",
     "d": "bare grpc.aio (d)",
     "g": "gateway batching on, grpcio transport (g)",
     "p": "gateway batching on, native, a task per call (p)",
@@ -85,7 +87,7 @@ GATEWAYS = {
     "r": ("on", "native", True),  # (a) at an earlier commit (--baseline REV)
 }
 DEFAULT_SERVERS = ["a", "b", "c", "d", "g", "p", "z"]
-NO_DELAY = {"z"}  # max_queue_delay_us 0: a batch of what is queued when the batcher looks
+NO_DELAY = {"z", "y"}  # max_queue_delay_us 0: a batch of what is queued when the batcher looks
 MAX_BATCH = 64
 QUEUE_DELAY_US = 500
 ORT_BATCHES = (1, 8, 64, 256)
@@ -281,8 +283,8 @@ def start_server(
             code = gw.terminate()
             if code != 0:
                 log(f"gateway ({key}) exited with {code}; its output:\n{gw.log()[-3000:]}")
-    elif key == "c":
-        repo = tmp / "triton-models"
+    elif key in ("c", "y"):
+        repo = tmp / f"triton-models-{key}"
         make_onnx_python_model(
             repo,
             name,
@@ -292,9 +294,9 @@ def start_server(
             "y",
             out_dim,
             max_batch_size=MAX_BATCH,
-            max_queue_delay_us=QUEUE_DELAY_US,
+            max_queue_delay_us=0 if key in NO_DELAY else QUEUE_DELAY_US,
         )
-        triton = TritonServer(repo, venv=args.triton_venv, log_path=tmp / "tritonserver.log")
+        triton = TritonServer(repo, venv=args.triton_venv, log_path=tmp / f"tritonserver-{key}.log")
         try:
             triton.start()
             yield Server(triton.grpc_url, triton.pid or 0, lambda: triton.running), triton

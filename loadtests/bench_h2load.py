@@ -23,6 +23,7 @@ Servers (as in bench_batching.py, which starts them):
   (r) (a) at an earlier commit, --baseline REV (a before/after A/B in one run)
   (c) Triton 2.51 (Python backend running the same ONNX file with ONNX Runtime, dynamic batching
       max 64, 500 µs)
+  (y) (c) with no queue delay (max_queue_delay_microseconds 0, as (z))
 and the floors of the native front (harness/bare_native.py, no gateway):
   (n) a bare NativeGrpcFront loop answering precomputed bytes
   (o) a bare loop running each recv_batch's rows in one ONNX Runtime call

@@ -95,14 +95,18 @@ def drift_counts(snapshots: Iterable[dict[str, Any]]) -> dict[Key, Sums]:
 
 
 def tensor_scores(
-    tensor: TensorProfile, reference: NDArray[np.int64], live: NDArray[np.int64]
+    tensor: TensorProfile,
+    reference: NDArray[np.int64],
+    live: NDArray[np.int64],
+    kinds: Iterable[Score] = SCORES,
 ) -> dict[Score, NDArray[np.float64]]:
-    """Every score per feature of a tensor, from flat counts (TensorProfile.split)."""
+    """Each score (every one, unless `kinds` says) per feature of a tensor, from flat counts
+    (TensorProfile.split)."""
     ref_bins, ref_codes = tensor.split(reference)
     live_bins, live_codes = tensor.split(live)
     numeric, categorical = list(tensor.numeric), list(tensor.categorical)
     out = {}
-    for kind in SCORES:
+    for kind in kinds:
         values = np.zeros(tensor.n_features)
         if numeric:
             values[numeric] = score(kind, ref_bins, live_bins, tensor.edges)
@@ -140,7 +144,7 @@ def chance_level(
         ]
         one = np.concatenate([d[0].ravel() for d in draws]).astype(np.int64)
         two = np.concatenate([d[1].ravel() for d in draws]).astype(np.int64)
-        values = tensor_scores(tensor, one, two)[kind]
+        values = tensor_scores(tensor, one, two, (kind,))[kind]
         if values.size:
             level = max(level, float(np.nanmax(values)))
     return level
@@ -331,7 +335,7 @@ class DriftTracker:
                 continue
             if c.size != tensor.flat_size or b.size != tensor.flat_size:
                 continue
-            values = tensor_scores(tensor, b, c)[spec.score]
+            values = tensor_scores(tensor, b, c, (spec.score,))[spec.score]
             i = int(np.argmax(values))
             if worst is None or values[i] > worst[0]:
                 worst = (float(values[i]), f"output '{name}' feature {_label(tensor, i)}")
