@@ -73,11 +73,13 @@ def decisions(n: int) -> None:
 def pieces(n: int) -> None:
     """The per-request pieces routing and shadows added, each alone."""
     from gateway.routing import compare
-    from gateway.wire import parse_request
+    from gateway.tensors import Signature, TensorSpec, raw_parts
+    from gateway.wire import input_parts, parse_request, read_request
 
     a = {"y": np.random.default_rng(1).random((1, 8), np.float32)}
     b = {"y": np.random.default_rng(2).random((1, 8), np.float32)}
     body = infer_request().SerializeToString()
+    signature = Signature((TensorSpec("x", "FP32", (-1, 32)),), (TensorSpec("y", "FP32", (-1, 8)),), 64)
 
     def response(params: bool) -> None:
         r = pb.ModelInferResponse(model_name="mlp", model_version="1", id="")
@@ -91,6 +93,12 @@ def pieces(n: int) -> None:
         "response with route and policy_revision": lambda: response(True),
         "request parse: the transport's FromString": lambda: pb.ModelInferRequest.FromString(body),
         "request parse: parse_request (raw bytes, INVALID_ARGUMENT on garbage)": lambda: parse_request(body),
+        "batch path, before: parse_request, then raw_parts": lambda: raw_parts(
+            *input_parts(parse_request(body)), signature
+        ),
+        "batch path: read_request (off the wire), then raw_parts": lambda: raw_parts(
+            *input_parts(read_request(body)), signature
+        ),
     }
     print(f"\nPieces, {n:,} each in a tight loop\n")
     print("| piece | ns |")

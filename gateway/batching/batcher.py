@@ -517,14 +517,23 @@ class Batcher:
         return batch
 
     async def _call(self, inputs: Mapping[str, np.ndarray], deadline: float | None) -> dict[str, np.ndarray]:
-        """The backend call; anything but a GatewayError becomes INTERNAL (and is logged)."""
+        """The backend call; anything but a GatewayError becomes INTERNAL (and is logged), and so
+        does an answer whose outputs do not hold one row per input row (it would be split wrong)."""
         try:
-            return await self._run(inputs, self._outputs, deadline)
+            outputs = await self._run(inputs, self._outputs, deadline)
         except GatewayError:
             raise
         except Exception as exc:
             log.exception("batcher %s: backend call failed", self._name)
             raise Internal(f"{self._name}: backend failed: {type(exc).__name__}") from None
+        rows = len(next(iter(inputs.values()))) if inputs else 0
+        for name, array in outputs.items():
+            if array.ndim == 0 or len(array) != rows:
+                found = "a scalar" if array.ndim == 0 else f"{len(array)} rows"
+                raise Internal(
+                    f"{self._name}: the backend returned {found} of output '{name}' for {rows} rows"
+                )
+        return outputs
 
     @staticmethod
     def _fail(items: list[Ticket], error: GatewayError) -> None:

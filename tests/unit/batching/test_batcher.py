@@ -398,3 +398,25 @@ async def test_a_queued_request_can_be_resized_and_start_alone_claims_the_slot()
     assert result.outputs["y"].tolist() == [[2, 2], [6, 6]]
     assert [b.shape[0] for b in backend.batches] == [1, 2]
     await batcher.close()
+
+
+async def test_outputs_without_one_row_per_input_row_fail_the_batch() -> None:
+    """A backend (a remote one, say) that answers a batch with the wrong number of rows fails
+    that batch with INTERNAL: its rows could not be split among the requests."""
+
+    class Short(FakeBackend):
+        async def __call__(
+            self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], deadline: float | None = None
+        ) -> dict[str, np.ndarray]:
+            answer = await super().__call__(inputs, outputs, deadline)
+            return {"y": answer["y"][:-1]}
+
+    batcher, _, clock = await make(BatchingPolicy(max_batch_size=2, max_queue_delay_s=0.001), Short())
+    results = await asyncio.gather(submit(batcher, [1]), submit(batcher, [2]), return_exceptions=True)
+    expected = "returned 1 rows of output 'y' for 2 rows"
+    assert all(isinstance(r, Internal) and expected in r.message for r in results), results
+    alone = submit(batcher, [3])  # a partial batch: sent when the delay runs out
+    await clock.advance(0.002)
+    with pytest.raises(Internal, match="0 rows of output 'y' for 1 rows"):
+        await alone
+    await batcher.close()
