@@ -813,24 +813,31 @@ class _Group:
         templates: dict[tuple[str, int, int], tuple[bytes, bytes, list[bytes]]] = {}
         answers: list[tuple[_Member, bytes]] = []
         offset = 0
-        for member in members:
-            call = member.call
-            rows = call.rows
-            if member.live:
-                key = (call.route, call.revision, rows)
-                template = templates.get(key)
-                if template is None:
-                    head, tail = dp._template(call, [a[:rows] for a in arrays])
-                    sizes = [rows * n for n in row_bytes]
-                    template = templates[key] = (head, tail, [wire_head(6, n) for n in sizes])
-                head, tail, heads = template
-                request_id = call.request.id
-                parts = [head, wire_field(3, request_id.encode()) if request_id else b"", tail]
-                for blob, field_head, n in zip(blobs, heads, row_bytes, strict=True):
-                    parts += (field_head, blob[offset * n : (offset + rows) * n])
-                member.live = False
-                answers.append((member, b"".join(parts)))
-            offset += rows
+        try:
+            for member in members:
+                call = member.call
+                rows = call.rows
+                if member.live:
+                    key = (call.route, call.revision, rows)
+                    template = templates.get(key)
+                    if template is None:
+                        head, tail = dp._template(call, [a[:rows] for a in arrays])
+                        sizes = [rows * n for n in row_bytes]
+                        template = templates[key] = (head, tail, [wire_head(6, n) for n in sizes])
+                    head, tail, heads = template
+                    request_id = call.request.id
+                    parts = [head, wire_field(3, request_id.encode()) if request_id else b"", tail]
+                    for blob, field_head, n in zip(blobs, heads, row_bytes, strict=True):
+                        parts += (field_head, blob[offset * n : (offset + rows) * n])
+                    answers.append((member, b"".join(parts)))
+                offset += rows
+        except BaseException as exc:  # an output the response cannot hold: every live call fails
+            for member in members:
+                if member.live:
+                    member.fail(exc)
+            return
+        for member, _data in answers:
+            member.live = False
         if answers:
             dp._succeeded_together([m.call for m, _ in answers], result, inferred)
         for member, data in answers:
