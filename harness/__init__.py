@@ -9,6 +9,7 @@ Servers, each a context manager that starts on free loopback ports and stops wha
   bare_server.BareServer    the transport's ceiling: ModelInfer answered with precomputed bytes
   bare_proxy.BareProxy      the floor of a hop: raw bytes forwarded to an upstream
   variants                  the gateway with parts of its hot path replaced (ab_hot_path.py)
+  baseline.checkout         an earlier commit's tree, served beside the working tree (--baseline REV)
 
 Measuring: perf_analyzer (runs and tables), procfs (CPU and memory from /proc), stats (medians,
 ratios, interleaved rounds), bench (perf_analyzer per concurrency with CPU per request, tables,
