@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -356,17 +355,18 @@ def statistics_on_new_connections(url: str, times: int = 6) -> list[tuple[int, i
     return out
 
 
-def own_count(pid: int) -> int:
-    """What one worker served of mlp version 1, from its own snapshot in the run directory."""
-    [path] = Path(tempfile.gettempdir()).glob(f"modelgate-run-*/worker-{pid}.json")
+def own_count(tmp: Path, pid: int) -> int:
+    """What one worker served of mlp version 1, from its own snapshot in the run directory (the
+    gateway's, under `tmp`: elsewhere a killed gateway's may hold a file of the same pid)."""
+    [path] = tmp.glob(f"modelgate-run-*/worker-{pid}.json")
     [v] = [v for v in json.loads(path.read_text())["versions"] if (v["model"], v["version"]) == ("mlp", "1")]
     return int(v["ok"])
 
 
-def test_model_statistics_are_summed_over_workers(repo: Path) -> None:
+def test_model_statistics_are_summed_over_workers(repo: Path, tmp_path: Path) -> None:
     """With --workers 2, ModelStatistics answers for the whole gateway on any connection: the
     answering worker's own counters as they are, the other's from its latest snapshot."""
-    proc = GatewayProcess(repo, "--workers", "2").wait_ready(lines=2)
+    proc = GatewayProcess(repo, "--workers", "2", env={"TMPDIR": str(tmp_path)}).wait_ready(lines=2)
     try:
         sent = 0
         for i in range(24):  # a new connection each time, so both workers serve some
@@ -380,7 +380,7 @@ def test_model_statistics_are_summed_over_workers(repo: Path) -> None:
         while (seen := statistics_on_new_connections(proc.url)) != [expected] * 6:
             assert time.monotonic() < deadline, seen  # until both snapshots are handed over
             time.sleep(0.2)
-        served = [own_count(pid) for pid in worker_pids(proc.proc.pid)]
+        served = [own_count(tmp_path, pid) for pid in worker_pids(proc.proc.pid)]
         assert len(served) == 2 and min(served) > 0 and sum(served) == 24, served  # a real sum
         with grpcclient.InferenceServerClient(proc.url) as c:  # one connection: one worker
             assert infer_mlp(c, "1") == "1"
