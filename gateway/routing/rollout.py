@@ -9,7 +9,9 @@ step's window saw:
     p99 ratio         canary p99 / baseline p99 (latency histograms, interpolated in-bucket)
     disagreement      shadow copies of the baseline's requests sent to the canary that disagreed
     drift             the canary's outputs scored against the baseline's over the step
-                      (gateway/drift/tracker.py's `versus`), when the model is monitored
+                      (gateway/drift/tracker.py's `versus`), when the model is monitored; a
+                      score fails the gate only when it is also over twice what two samples
+                      of the step's sizes from one distribution score by chance
 
 One gate failing rolls back at once, whenever the canary has `min_requests` in the window (so
 a bad canary goes within one interval): 100% to the baseline, the canary stays loaded at 0%.
@@ -160,19 +162,11 @@ def _gates(spec: RolloutSpec, window: Window) -> str:
                 f"shadow disagreement {share:.4f} > {spec.max_shadow_disagreement} "
                 f"({window.disagreed} of {window.compared})"
             )
-    drift, limit = window.drift, spec.max_drift
-    if drift is not None and limit is not None and _drift_judged(spec, window) and drift > limit:
-        return f"drift {drift:.4f} > {limit} (against the baseline, {window.drift_where})"
+    drift, limit, chance = window.drift, spec.max_drift, window.drift_chance or 0.0
+    if drift is not None and limit is not None and drift > limit and drift > 2 * chance:
+        odds = f"; {chance:.4f} by chance" if window.drift_chance is not None else ""
+        return f"drift {drift:.4f} > {limit} (against the baseline, {window.drift_where}{odds})"
     return ""
-
-
-def _drift_judged(spec: RolloutSpec, window: Window) -> bool:
-    """Whether the drift gate can judge this window: its score is measured, and what the score
-    reaches by chance with this many rows is at most half the gate's limit (else a canary equal
-    to the baseline could fail it on small samples)."""
-    if spec.max_drift is None or window.drift is None:
-        return False
-    return window.drift_chance is None or window.drift_chance <= spec.max_drift / 2
 
 
 def decide(spec: RolloutSpec, state: RolloutState, window: Window, now: float) -> Action:
@@ -188,12 +182,6 @@ def decide(spec: RolloutSpec, state: RolloutState, window: Window, now: float) -
         return Action(
             rolled, True, f"rolled back at step {state.step + 1} ({spec.steps[state.step]}%): {failed}"
         )
-    if spec.max_drift is not None and window.drift is not None and not _drift_judged(spec, window):
-        waiting = (
-            f"waiting for rows: drift {window.drift:.4f} is within what these rows score by chance "
-            f"({window.drift_chance:.4f}; the gate judges below {spec.max_drift / 2:g})"
-        )
-        return Action(replace(state, reason=waiting), False)
     if now - state.step_started < spec.interval_s:
         left = math.ceil(spec.interval_s - (now - state.step_started))
         return Action(replace(state, reason=f"gates pass; step ends in {left} s"), False)
