@@ -266,11 +266,8 @@ class _Answer:
 
     def __call__(self, response: pb.ModelInferResponse | bytes | None, error: BaseException | None) -> None:
         server, span = self.server, self.span
-        if response.__class__ is bytes and span is None:  # the common case: cut from a template
-            server.respond(self.call_id, response)
-            return
-        if response is not None:
-            data = response if isinstance(response, bytes) else response.SerializeToString()
+        if response is not None:  # bytes in the common case: cut from a template
+            data = response if response.__class__ is bytes else response.SerializeToString()  # type: ignore[union-attr]
             server.respond(self.call_id, data)
             if span is not None:
                 _finish(span, "OK")
