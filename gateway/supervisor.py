@@ -90,10 +90,53 @@ def _check_free(host: str, port: int) -> None:
         probe.bind((host.strip("[]"), port))
 
 
+_RUN_PREFIX, _OWNER = "modelgate-run-", "owner.lock"
+_claimed: list[int] = []  # the lock descriptors of this process's run directories (held until exit)
+
+
+def claim_run_dir() -> Path:
+    """A new run directory, after removing those that gateways killed without cleaning up left.
+
+    The directory holds a file locked (flock) for as long as any process of its gateway lives: the
+    lock belongs to the open file, which forked workers share, and the kernel drops it when the last
+    of them exits, SIGKILL included. A directory whose lock nobody holds is stale. The lock file is
+    locked before it gets its name, so a sweep never sees one that is not locked yet; directories
+    without it (not made here) are left alone."""
+    removed = sweep_run_dirs(Path(tempfile.gettempdir()))
+    if removed:
+        log.info("removed %d run directories left by gateways that were killed", removed)
+    path = Path(tempfile.mkdtemp(prefix=_RUN_PREFIX))
+    fd = os.open(path / f".{_OWNER}", os.O_CREAT | os.O_WRONLY, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(path / f".{_OWNER}", path / _OWNER)
+    _claimed.append(fd)
+    return path
+
+
+def sweep_run_dirs(root: Path) -> int:
+    """Remove the run directories under `root` whose owner lock no live process holds."""
+    removed = 0
+    for lock_path in root.glob(f"{_RUN_PREFIX}*/{_OWNER}"):
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except OSError:
+            continue  # removed meanwhile, or not ours to read
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # held: its gateway lives
+        else:
+            shutil.rmtree(lock_path.parent, ignore_errors=True)
+            removed += not lock_path.parent.exists()
+        finally:
+            os.close(fd)
+    return removed
+
+
 def run(settings: Settings, source: ConfigSource | None = None) -> int:
     from .control import ControlPlane
 
-    run_dir = Path(tempfile.mkdtemp(prefix="modelgate-run-"))
+    run_dir = claim_run_dir()
     try:
         plane = ControlPlane(settings, source or ConfigSource(), run_dir)  # publishes revision 1
         if settings.workers == 1:

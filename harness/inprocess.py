@@ -4,7 +4,6 @@ replaced by one that answers from a prebuilt array, and the 1 x 32 FP32 request 
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 from gateway._proto import inference_pb2 as pb
 from gateway.server import Gateway
 from gateway.settings import load_settings
+from gateway.supervisor import claim_run_dir
 
 __all__ = ["fake_backend", "in_process_gateway", "infer_request"]
 
@@ -49,7 +49,7 @@ async def in_process_gateway(
     settings = load_settings(
         overrides={"model_repository": repo, "grpc_port": 0, "metrics_port": -1, **overrides}, environ={}
     )
-    gateway = Gateway(settings, run_dir=Path(tempfile.mkdtemp(prefix="modelgate-run-")))
+    gateway = Gateway(settings, run_dir=claim_run_dir())
     await gateway.registry.load(model)
     if fake:
         fake_backend(gateway, model)

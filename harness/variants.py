@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from gateway.registry import BackendFactory
 from gateway.repository import ModelSource
 from gateway.server import Gateway, _loop_factory
 from gateway.settings import load_settings
+from gateway.supervisor import claim_run_dir
 from gateway.transport import inference as servicer_module
 from harness.inprocess import infer_request
 from harness.stopping import until_stopped
@@ -145,7 +145,7 @@ async def serve(mode: str, repo: Path, extra: dict[str, Any]) -> None:
         _serve_canned_bytes(canned_bytes)
     batching = "on" if mode.startswith("batched") else "off"
     overrides = {"model_repository": repo, "grpc_port": 0, "metrics_port": -1, "batching": {"mode": batching}}
-    run_dir = Path(tempfile.mkdtemp(prefix="modelgate-run-"))
+    run_dir = claim_run_dir()
     gateway = Gateway(load_settings(overrides={**overrides, **extra}), run_dir=run_dir)
     ort_spent = [0, 0]
     # the seam: the registry makes every backend through this factory

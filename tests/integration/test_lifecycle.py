@@ -514,18 +514,30 @@ def test_a_hung_worker_is_found_by_its_heartbeat_and_replaced(repo: Path, tmp_pa
         assert proc.terminate() == 0, proc.log()
 
 
-def test_workers_go_when_their_supervisor_is_killed(repo: Path) -> None:
-    proc = GatewayProcess(repo, "--workers", "2").wait_ready(lines=2)
+def test_workers_go_when_their_supervisor_is_killed(repo: Path, tmp_path: Path) -> None:
+    """... and the next gateway to start removes the run directory the killed one left."""
+    env = {"TMPDIR": str(tmp_path)}
+    proc = GatewayProcess(repo, "--workers", "2", env=env).wait_ready(lines=2)
+    children = subprocess.run(["pgrep", "-P", str(proc.proc.pid)], capture_output=True, text=True).stdout
     workers = worker_pids(proc.proc.pid)
     assert len(workers) == 2
+    [left] = tmp_path.glob("modelgate-run-*")
     os.kill(proc.proc.pid, signal.SIGKILL)
     proc.proc.wait(30)
     deadline = time.monotonic() + 30
-    while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers):
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(int(pid)) for pid in children.split()):
         assert time.monotonic() < deadline, proc.log()
         time.sleep(0.05)
     proc.terminate()
     assert "Traceback" not in proc.log(), proc.log()
+    assert left.exists()  # SIGKILL: nobody cleaned up
+    after = GatewayProcess(repo, env=env).wait_ready()
+    try:
+        assert not left.exists(), after.log()
+        assert len(list(tmp_path.glob("modelgate-run-*"))) == 1  # its own
+    finally:
+        assert after.terminate() == 0, after.log()
+    assert not list(tmp_path.glob("modelgate-run-*"))
 
 
 def _state(pid: int) -> str:
