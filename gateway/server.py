@@ -386,13 +386,15 @@ class Gateway:
                 self.cut,
                 grace,
             )
-        await self.dataplane.close()
-        await self.registry.close()
-        await self.close_tracing()
-        if self._snapshot_dir is not None:
-            self.metrics.write_snapshot(self._snapshot_dir)
-        self._stop_metrics()
-        self._closed.set()
+        try:
+            await self.dataplane.close()
+            await self.registry.close()
+            await self.close_tracing()
+            if self._snapshot_dir is not None:
+                self.metrics.write_snapshot(self._snapshot_dir)
+        finally:  # the process exits even if a step failed (the error is logged)
+            self._stop_metrics()
+            self._closed.set()
 
     async def close_tracing(self) -> None:
         """Export the spans still queued, within TRACE_FLUSH_S (a collector that is down must not

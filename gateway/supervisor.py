@@ -160,6 +160,7 @@ class _Supervisor:
         self.restarts = 0
         self.missed = 0  # workers killed for a missed heartbeat
         self.signals = 0
+        self.died_before_stop: set[int] = set()  # children found dead (unreaped) by the stop signal
         self.snapshot_dir = run_dir
 
     def _spawn(self, index: int, port: int) -> None:
@@ -250,6 +251,11 @@ class _Supervisor:
                         os.kill(pid, signal.SIGHUP)
             return
         self.signals += 1
+        if self.signals == 1:  # a child that died before the stop was not cut by it
+            for pid in self.workers:
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                        self.died_before_stop.add(pid)
         for pid in self.workers:
             try:
                 # 1st: drain, 2nd: the workers stop at once, 3rd: kill
@@ -318,6 +324,9 @@ class _Supervisor:
                 index = self.workers.pop(pid)
                 code = os.waitstatus_to_exitcode(wait_status)
                 retire_worker(self.snapshot_dir, pid)  # its counters stay, its gauges go
+                if self.signals and pid in self.died_before_stop:
+                    log.error("%s (pid %d) exited with %d before the stop", _name(index), pid, code)
+                    continue
                 if self.signals:  # stopped by the signal passed on (maybe before it could drain)
                     clean = code in (0, -signal.SIGTERM, -signal.SIGINT)
                     status = status or (0 if clean else 1)

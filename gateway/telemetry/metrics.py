@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ __all__ = [
     "read_snapshots",
     "serve_metrics",
 ]
+
+_SNAPSHOT_WRITE = threading.Lock()  # Metrics.write_snapshot: one write at a time
 
 
 STATISTICS = (
@@ -242,11 +245,14 @@ class Metrics:
         }
 
     def write_snapshot(self, directory: Path) -> None:
-        """Publish this process's counters for the supervisor (atomic rename)."""
+        """Publish this process's counters for the supervisor (atomic rename). One write at a
+        time: the periodic one runs on a thread, and the last one, at close, on the loop; the
+        two shared the temporary file, and one rename lost it (FileNotFoundError)."""
         path = directory / f"worker-{os.getpid()}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot()))
-        tmp.replace(path)
+        with _SNAPSHOT_WRITE:
+            tmp.write_text(json.dumps(self.snapshot()))
+            tmp.replace(path)
 
     def registry(self, *others: Callable[[], dict[str, Any]]) -> CollectorRegistry:
         """This process's counters, with `others`' snapshots (the control plane's) beside them."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -511,6 +512,141 @@ def test_a_hung_worker_is_found_by_its_heartbeat_and_replaced(repo: Path, tmp_pa
             with grpcclient.InferenceServerClient(proc.url) as c:
                 assert infer_mlp(c, "1") == "1"
     finally:
+        assert proc.terminate() == 0, proc.log()
+
+
+def connections_of(pid: int, port: int) -> int:
+    """How many established TCP connections to `port` process `pid` holds (its socket inodes
+    in /proc/PID/fd against /proc/net/tcp*)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01" and fields[9] in inodes:  # 01: ESTABLISHED
+                count += 1
+    return count
+
+
+class OwnConnections:
+    """`n` clients, each on a TCP connection of its own (grpc shares one between channels with the
+    same arguments unless told not to), so the kernel spreads them over the workers."""
+
+    def __init__(self, url: str, n: int) -> None:
+        args = [("grpc.use_local_subchannel_pool", 1)]
+        self.clients = [grpcclient.InferenceServerClient(url, channel_args=args) for _ in range(n)]
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+def call(client: Any, timeout: float | None = None) -> str | None:
+    """One mlp call: None when it succeeds, else its status and message."""
+    x = grpcclient.InferInput("x", [1, 32], "FP32")
+    x.set_data_from_numpy(np.ones((1, 32), np.float32))
+    try:
+        client.infer("mlp", [x], model_version="1", client_timeout=timeout)
+    except InferenceServerException as exc:
+        return f"{exc.status()}: {exc.message()}"
+    return None
+
+
+def test_a_worker_killed_under_load_fails_only_its_clients_calls(repo: Path) -> None:
+    """8 clients call without pause, each on its own connection; one worker is SIGKILLed. Only
+    clients whose connection it held fail, only with UNAVAILABLE, only in the seconds after the
+    kill; then the other worker serves them, and nobody else ever fails.
+
+    Usually that is the one call in flight there. A client that reconnects within the few
+    milliseconds the killed process takes to exit can land on its listener (the kernel spreads
+    SO_REUSEPORT connections over listeners that are still open) and be reset too; grpc then
+    fails its calls fast for its reconnect backoff (about 1 s). README (Workers) says so."""
+    proc = GatewayProcess(repo, "--workers", "2").wait_ready(lines=2)
+    pool = OwnConnections(proc.url, 8)
+    stop = threading.Event()
+    served = [0] * 8
+    failed: list[list[tuple[float, str]]] = [[] for _ in range(8)]
+    killed_at = [0.0]
+
+    def client(i: int) -> None:
+        while not stop.is_set():
+            status = call(pool.clients[i], timeout=30)
+            if status is None:
+                served[i] += 1
+            else:
+                failed[i].append((time.monotonic() - killed_at[0], status))
+                time.sleep(0.01)  # a client's retry would wait too
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while min(served) < 5:
+            assert time.monotonic() < deadline, (served, proc.log())
+            time.sleep(0.02)
+        victim = worker_pids(proc.proc.pid)[0]
+        on_victim = connections_of(victim, proc.port)
+        killed_at[0] = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        before = list(served)
+        while any(now < then + 20 for now, then in zip(served, before, strict=True)):
+            assert time.monotonic() < deadline + 60, (served, failed, proc.log())
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        pool.close()
+        assert proc.terminate() == 0, proc.log()
+    failures = [f for calls in failed for f in calls]
+    assert all(status.startswith("StatusCode.UNAVAILABLE:") for _, status in failures), failed
+    assert all(0 <= after < 5 for after, _ in failures), failed  # none before the kill, none late
+    assert sum(1 for calls in failed if calls) <= on_victim, (failed, on_victim)
+
+
+def test_calls_to_a_hung_worker_fail_within_their_deadline(repo: Path, tmp_path: Path) -> None:
+    """A stopped worker answers nothing: a call with a deadline on a connection it holds gets
+    DEADLINE_EXCEEDED when the deadline passes, not later; the other worker's calls succeed."""
+    (tmp_path / "gateway.yaml").write_text("worker_heartbeat_s: 120\n")  # not replaced meanwhile
+    proc = GatewayProcess(repo, "--workers", "2", "--config", str(tmp_path / "gateway.yaml")).wait_ready(
+        lines=2
+    )
+    pool = OwnConnections(proc.url, 8)
+    hung = 0
+    try:
+        assert [call(c) for c in pool.clients] == [None] * 8  # every connection made
+        hung = worker_pids(proc.proc.pid)[0]
+        on_hung = connections_of(hung, proc.port)
+        os.kill(hung, signal.SIGSTOP)
+        outcomes: list[tuple[str | None, float]] = [(None, 0.0)] * 8
+
+        def client(i: int) -> None:
+            began = time.monotonic()
+            status = call(pool.clients[i], timeout=1.0)
+            outcomes[i] = (status, time.monotonic() - began)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        failures = [(s, t) for s, t in outcomes if s is not None]
+        assert [s.split(":")[0] for s, _ in failures] == ["StatusCode.DEADLINE_EXCEEDED"] * on_hung, (
+            outcomes,
+            on_hung,
+        )
+        assert all(t < 1.0 + 2.0 for _, t in failures), outcomes  # the deadline, and a busy machine's slack
+    finally:
+        if hung:
+            os.kill(hung, signal.SIGCONT)
+        pool.close()
         assert proc.terminate() == 0, proc.log()
 
 

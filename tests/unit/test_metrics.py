@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import threading
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -150,3 +153,29 @@ def test_calls_counted_together_count_as_each_counted_alone() -> None:
     a.pop("last_ms"), b.pop("last_ms")
     assert a == b
     assert sum(together.latency.counts) == 4 and sum(together.queue_latency.counts) == 4
+
+
+def test_snapshot_writes_from_a_thread_and_the_loop_never_collide(tmp_path: Path) -> None:
+    """The worker writes its snapshot every second on a thread and a last time at close on the
+    loop: both at once lost the shared temporary file (FileNotFoundError, and a close that never
+    finished)."""
+    from gateway.telemetry import Metrics
+
+    metrics = Metrics()
+    metrics.for_version("m", "1").succeeded(1, 1_000, 0, 0, 0)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(300):
+                metrics.write_snapshot(tmp_path)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert json.loads(next(tmp_path.glob("worker-*.json")).read_text())["versions"]
