@@ -66,13 +66,11 @@ def new_server(
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
     if transport == "native":
+        from .native import BatchServer, NativeServer
+
         if batch is not None:
-            from .native import BatchServer
-
             return BatchServer(MODEL_INFER, batch, options=options)
-        import pygrpc_native.aio
-
-        return pygrpc_native.aio.server(options=options)
+        return NativeServer(options=options)
     return grpc.aio.server(options=options)
 
 

@@ -19,6 +19,7 @@ and stop waits for it within the grace period, then cuts it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from pygrpc_native import EVENT_CANCEL
 
 from ..dataplane import Handle
 
-__all__ = ["BatchServer", "Events"]
+__all__ = ["BatchServer", "Events", "NativeServer"]
 
 Events = Sequence[tuple[Any, ...]]
 """pygrpc-native's detailed events: (kind, call_id, method_id, payload, client_key, details),
@@ -39,7 +40,51 @@ BatchHandler = Callable[["BatchServer", Events], None]
 _RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 
 
-class BatchServer(pygrpc_native.aio.Server):
+_FLUSH_S = 1.0  # at most this long, at stop, for answers already given to reach their clients
+
+
+class NativeServer(pygrpc_native.aio.Server):
+    """The drop-in server, with a stop that lets the answers already given reach their clients.
+
+    `respond` hands an answer to the front, which writes it on its own threads; the drop-in's
+    stop closes the front as soon as the last call is answered, and closing drops the answers
+    not yet written (20 fronts closed right after answering 8 calls each lost 112 of the 160
+    answers; test_sigterm_drains_the_batch_queue_and_exits_zero lost some in half its runs). So the
+    front counts the calls it finished (its `metrics`), and the close waits, up to _FLUSH_S,
+    until every call it started is finished."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._front_args["metrics"] = True
+
+    async def stop(self, grace: float | None) -> None:
+        front = self._front
+        if front is not None and not self._stopping:
+            self._front = _Flushing(front)  # type: ignore[assignment]
+        await super().stop(grace)
+
+
+class _Flushing:
+    """The front, for the drain: the same methods, and a `close` that flushes first."""
+
+    def __init__(self, front: Any) -> None:
+        self._front = front
+        for name in ("respond", "fail", "stream_send", "stream_try_send", "stream_send_initial_metadata",
+                     "stream_end", "stream_open", "metrics", "bound_port", "recv_batch_details"):  # fmt: skip
+            setattr(self, name, getattr(front, name))
+
+    def flushed(self) -> bool:
+        methods = self._front.metrics()["methods"].values()
+        return all(sum(s["count"] for s in m["status"].values()) >= m["started"] for m in methods)
+
+    def close(self) -> None:  # on an executor thread
+        deadline = time.monotonic() + _FLUSH_S
+        while not self.flushed() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self._front.close()
+
+
+class BatchServer(NativeServer):
     """The drop-in `pygrpc_native.aio.Server`, with `method`'s calls handed to `handle` in batches.
     `handle(server, events)` must answer each call once, with `respond` or `fail`, and `track`
     the calls it answers later."""

@@ -221,6 +221,46 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
     assert health_pb2.HealthCheckResponse.NOT_SERVING in watch_updates
 
 
+def test_sigterm_drains_the_batch_queue_and_exits_zero(tmp_path: Path) -> None:
+    """12 calls to a batching model that takes one batch of 4 at a time: when SIGTERM comes,
+    one batch runs and the rest wait in the queue. Every call is answered with its own rows,
+    a call after the signal gets UNAVAILABLE, and the exit is clean."""
+    write_config(tmp_path, "slow", "max_batch_size: 4\ndynamic_batching { }\n")
+    write_version(tmp_path, "slow", 1, slow(20_000))  # ~0.2 s a batch
+    proc = GatewayProcess(tmp_path).wait_ready()
+
+    async def scenario() -> tuple[list[Any], str]:
+        async with aioclient.InferenceServerClient(proc.url) as c:
+
+            async def one(i: int) -> Any:
+                x = aioclient.InferInput("x", [1, 256], "FP32")
+                x.set_data_from_numpy(np.full((1, 256), i, np.float32))
+                return await c.infer("slow", [x])
+
+            in_flight = [asyncio.create_task(one(i)) for i in range(12)]
+            deadline = time.monotonic() + 30
+            while metric(scrape(proc.metrics_port), "modelgate_inflight_requests") < 12:
+                assert time.monotonic() < deadline, proc.log()
+                await asyncio.sleep(0.01)
+            proc.proc.send_signal(signal.SIGTERM)
+            while "draining" not in proc.log():
+                assert time.monotonic() < deadline, proc.log()
+                await asyncio.sleep(0.01)
+            try:
+                await one(99)
+                late = "OK"
+            except InferenceServerException as exc:
+                late = str(exc.status())
+            return await asyncio.gather(*in_flight), late
+
+    results, late = asyncio.run(scenario())
+    for i, result in enumerate(results):
+        np.testing.assert_allclose(result.as_numpy("y"), np.full((1, 256), i, np.float32))
+    assert late == "StatusCode.UNAVAILABLE"
+    assert proc.terminate() == 0, proc.log()
+    assert "cut" not in proc.log(), proc.log()
+
+
 def test_an_open_watch_does_not_hold_the_exit(repo: Path) -> None:
     """A Watch stream gets NOT_SERVING, then ends (OK): it must not hold a 30 s grace period."""
     proc = GatewayProcess(repo, "--grace-s", "30").wait_ready()
