@@ -376,9 +376,10 @@ class Gateway:
             log.info("shutdown delay: serving %.1fs more while health says NOT_SERVING", delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), delay)
-        log.info("draining: up to %.1fs for in-flight calls", grace)
         if self._admin_server is not None:
             await self._admin_server.stop(0)
+        # no await between the line and the stop: once it is logged, new calls are refused
+        log.info("draining: up to %.1fs for in-flight calls", grace)
         await self._server.stop(grace)
         if self.cut:
             log.error(

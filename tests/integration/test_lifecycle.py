@@ -174,6 +174,37 @@ def test_live_before_ready_while_models_warm(tmp_path: Path) -> None:
         assert proc.terminate() == 0
 
 
+def sigterm_amid(proc: GatewayProcess, calls: int) -> tuple[list[Any], str]:
+    """`calls` calls to `slow`, each with rows of its own; SIGTERM once /metrics shows them all in
+    flight; one more call once the gateway says it drains. The answers, and that call's status."""
+
+    async def scenario() -> tuple[list[Any], str]:
+        async with aioclient.InferenceServerClient(proc.url) as c:
+
+            async def one(i: int) -> Any:
+                x = aioclient.InferInput("x", [1, 256], "FP32")
+                x.set_data_from_numpy(np.full((1, 256), i, np.float32))
+                return await c.infer("slow", [x])
+
+            in_flight = [asyncio.create_task(one(i)) for i in range(calls)]
+            deadline = time.monotonic() + 30
+            while metric(scrape(proc.metrics_port), "modelgate_inflight_requests") < calls:
+                assert time.monotonic() < deadline, proc.log()
+                await asyncio.sleep(0.01)
+            proc.proc.send_signal(signal.SIGTERM)
+            while "draining" not in proc.log():
+                assert time.monotonic() < deadline, proc.log()
+                await asyncio.sleep(0.01)
+            try:
+                await one(99)
+                late = "OK"
+            except InferenceServerException as exc:
+                late = str(exc.status())
+            return await asyncio.gather(*in_flight), late
+
+    return asyncio.run(scenario())
+
+
 def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
     proc = GatewayProcess(slow_repo(tmp_path, 20_000)).wait_ready()
     watch_updates: list[int] = []
@@ -191,26 +222,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path: Path) -> None:
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
 
-    async def scenario() -> tuple[list[Any], str]:
-        async with aioclient.InferenceServerClient(proc.url) as c:
-
-            async def one(i: int) -> Any:
-                x = aioclient.InferInput("x", [1, 256], "FP32")
-                x.set_data_from_numpy(np.full((1, 256), i, np.float32))
-                return await c.infer("slow", [x])
-
-            in_flight = [asyncio.create_task(one(i)) for i in range(4)]
-            await asyncio.sleep(0.15)  # they are running (one at a time) when the signal comes
-            proc.proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.1)
-            try:
-                await one(99)
-                late = "OK"
-            except InferenceServerException as exc:
-                late = str(exc.status())
-            return await asyncio.gather(*in_flight), late
-
-    results, late = asyncio.run(scenario())
+    results, late = sigterm_amid(proc, 4)
     for i, result in enumerate(results):
         np.testing.assert_allclose(result.as_numpy("y"), np.full((1, 256), i, np.float32))
     assert late == "StatusCode.UNAVAILABLE"
@@ -229,31 +241,7 @@ def test_sigterm_drains_the_batch_queue_and_exits_zero(tmp_path: Path) -> None:
     write_version(tmp_path, "slow", 1, slow(20_000))  # ~0.2 s a batch
     proc = GatewayProcess(tmp_path).wait_ready()
 
-    async def scenario() -> tuple[list[Any], str]:
-        async with aioclient.InferenceServerClient(proc.url) as c:
-
-            async def one(i: int) -> Any:
-                x = aioclient.InferInput("x", [1, 256], "FP32")
-                x.set_data_from_numpy(np.full((1, 256), i, np.float32))
-                return await c.infer("slow", [x])
-
-            in_flight = [asyncio.create_task(one(i)) for i in range(12)]
-            deadline = time.monotonic() + 30
-            while metric(scrape(proc.metrics_port), "modelgate_inflight_requests") < 12:
-                assert time.monotonic() < deadline, proc.log()
-                await asyncio.sleep(0.01)
-            proc.proc.send_signal(signal.SIGTERM)
-            while "draining" not in proc.log():
-                assert time.monotonic() < deadline, proc.log()
-                await asyncio.sleep(0.01)
-            try:
-                await one(99)
-                late = "OK"
-            except InferenceServerException as exc:
-                late = str(exc.status())
-            return await asyncio.gather(*in_flight), late
-
-    results, late = asyncio.run(scenario())
+    results, late = sigterm_amid(proc, 12)
     for i, result in enumerate(results):
         np.testing.assert_allclose(result.as_numpy("y"), np.full((1, 256), i, np.float32))
     assert late == "StatusCode.UNAVAILABLE"
