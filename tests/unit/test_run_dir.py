@@ -57,11 +57,9 @@ def kill(pid: int) -> None:
 
 
 @pytest.mark.parametrize("how", ["stay", "fork"])
-def test_a_directory_stays_while_its_holder_lives_and_goes_once_killed(
-    tmp_path: Path, how: str
-) -> None:
-    """ "stay": the process that claimed it holds it; "fork": its child does, once it has exited
-    (as a supervisor's workers outlive it for their drain)."""
+def test_a_directory_stays_while_its_holder_lives_and_goes_once_killed(tmp_path: Path, how: str) -> None:
+    """The claiming process holds it ("stay"), or its child once it has exited ("fork": as a
+    supervisor's workers outlive it for their drain)."""
     path, holder = claim(tmp_path, how)
     try:
         assert sweep_run_dirs(tmp_path) == 0
