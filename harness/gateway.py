@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 __all__ = ["GatewayProcess", "metric", "scrape"]
 
@@ -136,3 +137,18 @@ def metric(text: str, name: str, **labels: str) -> float:
         if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def new_connection(url: str) -> Any:
+    """A tritonclient on a TCP connection of its own, so that the kernel picks a worker for it.
+    grpc shares connections between channels with the same arguments (its global subchannel
+    pool), and one closed a moment ago can still be there for the next client: on a busy
+    machine "a new client each time" kept one connection, so one worker served every call."""
+    import tritonclient.grpc as grpcclient
+
+    options = [
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.max_receive_message_length", -1),
+    ]
+    return grpcclient.InferenceServerClient(url, channel_args=options)

@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from harness.gateway import GatewayProcess, metric, scrape
+from harness.gateway import GatewayProcess, metric, new_connection, scrape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -131,7 +131,7 @@ def test_two_workers_costs_are_summed(repo: Path) -> None:
     try:
         costs = []
         for _ in range(24):  # a new connection each time, so both workers serve some
-            with grpcclient.InferenceServerClient(proc.url) as client:
+            with new_connection(proc.url) as client:
                 costs.append(
                     cost_of(client.infer("mlp", [mlp_input(2)], model_version="1", parameters={"cost": True}))
                 )

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from gateway.examples import mlp, slow, write_config, write_version
-from harness.gateway import GatewayProcess, metric, scrape
+from harness.gateway import GatewayProcess, metric, new_connection, scrape
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -354,7 +354,7 @@ def test_two_workers_share_one_port(repo: Path) -> None:
     proc = GatewayProcess(repo, "--workers", "2").wait_ready(lines=2)
     try:
         for i in range(20):  # a new connection each time, so the kernel spreads them
-            with grpcclient.InferenceServerClient(proc.url) as c:
+            with new_connection(proc.url) as c:
                 assert infer_mlp(c, "1") == "1", i
         assert "modelgate[0]: ready" in proc.log() and "modelgate[1]: ready" in proc.log()
         deadline = time.monotonic() + 10
@@ -378,7 +378,7 @@ def statistics_on_new_connections(url: str, times: int = 6) -> list[tuple[int, i
     kernel spreads them over the workers)."""
     out = []
     for _ in range(times):
-        with grpcclient.InferenceServerClient(url) as c:
+        with new_connection(url) as c:
             [s] = c.get_inference_statistics("mlp", "1").model_stats
             out.append((s.inference_stats.success.count, s.inference_count, s.execution_count))
     return out
@@ -399,7 +399,7 @@ def test_model_statistics_are_summed_over_workers(repo: Path, tmp_path: Path) ->
     try:
         sent = 0
         for i in range(24):  # a new connection each time, so both workers serve some
-            with grpcclient.InferenceServerClient(proc.url) as c:
+            with new_connection(proc.url) as c:
                 x = grpcclient.InferInput("x", [1 + i % 3, 32], "FP32")
                 x.set_data_from_numpy(np.ones((1 + i % 3, 32), np.float32))
                 c.infer("mlp", [x], model_version="1")
@@ -410,7 +410,7 @@ def test_model_statistics_are_summed_over_workers(repo: Path, tmp_path: Path) ->
             assert time.monotonic() < deadline, seen  # until both snapshots are handed over
             time.sleep(0.2)
         served = [own_count(tmp_path, pid) for pid in worker_pids(proc.proc.pid)]
-        assert len(served) == 2 and min(served) > 0 and sum(served) == 24, served  # a real sum
+        assert len(served) == 2 and min(served) > 0 and sum(served) == 24, (served, proc.log())  # a real sum
         with grpcclient.InferenceServerClient(proc.url) as c:  # one connection: one worker
             assert infer_mlp(c, "1") == "1"
             [s] = c.get_inference_statistics("mlp", "1").model_stats
@@ -507,7 +507,7 @@ def test_a_restarted_worker_takes_no_connection_before_it_is_ready(tmp_path: Pat
         while proc.log().count(": ready,") < 3:  # until the replacement is ready
             assert time.monotonic() < deadline + 90, proc.log()
             try:
-                with grpcclient.InferenceServerClient(proc.url) as c:  # a new connection each time
+                with new_connection(proc.url) as c:  # a new connection each time
                     infer_mlp(c, "1")
             except InferenceServerException as exc:
                 failures.append(str(exc.status()))
@@ -567,8 +567,7 @@ class OwnConnections:
     same arguments unless told not to), so the kernel spreads them over the workers."""
 
     def __init__(self, url: str, n: int) -> None:
-        args = [("grpc.use_local_subchannel_pool", 1)]
-        self.clients = [grpcclient.InferenceServerClient(url, channel_args=args) for _ in range(n)]
+        self.clients = [new_connection(url) for _ in range(n)]
 
     def close(self) -> None:
         for c in self.clients:

@@ -22,7 +22,7 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 from gateway.examples import mlp, write_config, write_version
-from harness.gateway import GatewayProcess, metric, scrape
+from harness.gateway import GatewayProcess, metric, new_connection, scrape
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -66,7 +66,8 @@ def check(result: Any) -> tuple[str, int]:
 
 
 def one(url: str) -> tuple[str, int]:
-    with grpcclient.InferenceServerClient(url) as c:
+    """One call on a new connection (with several workers, the kernel picks the worker)."""
+    with new_connection(url) as c:
         x = grpcclient.InferInput("x", [1, 32], "FP32")
         x.set_data_from_numpy(X)
         return check(c.infer("m", [x]))
