@@ -45,6 +45,15 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     return out
 
 
+def cpu_s_by_thread_name(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads, summed by thread name (e.g. the front's I/O threads)."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        if (found := stat(f"/proc/{pid}/task/{tid}/stat")) is not None:
+            out[found[0]] = out.get(found[0], 0.0) + cpu_s(found[1])
+    return out
+
+
 def children(pid: int) -> list[int]:
     """The live processes whose parent is `pid`."""
     return [child for child, _, fields in processes() if int(fields[1]) == pid]
