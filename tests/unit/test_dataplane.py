@@ -5,6 +5,7 @@ says, the caps, and calls a stop cuts. No gRPC, no ONNX Runtime."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from gateway._proto import inference_pb2 as pb
+from gateway.batching import BatchingPolicy
 from gateway.dataplane import DataPlane
 from gateway.errors import InvalidArgument, LoadError, NotFound, ResourceExhausted, Unavailable
 from gateway.examples import mlp
@@ -22,6 +24,7 @@ from gateway.routing import TrafficPolicy
 from gateway.telemetry import Metrics
 from gateway.telemetry.cost import COST
 from gateway.tensors import Signature, TensorSpec
+from gateway.wire import WireRequest, read_request
 
 pytestmark = pytest.mark.asyncio
 
@@ -89,6 +92,7 @@ class World:
         failing: set[str] = frozenset(),
         gate: asyncio.Event | None = None,
         peers: Any = None,
+        batching: BatchingPolicy | None = None,
     ) -> None:
         self.backends: dict[str, FakeBackend] = {}
         self.failing = set(failing)
@@ -100,7 +104,13 @@ class World:
             return backend
 
         self.metrics = Metrics()
-        self.registry = Registry(Repository(repo), factory, self.metrics, drain_s=0)  # type: ignore[arg-type]
+        self.registry = Registry(
+            Repository(repo),
+            factory,  # type: ignore[arg-type]
+            self.metrics,
+            drain_s=0,
+            batching=(lambda source, backend: (batching, None)) if batching else None,
+        )
         self.dataplane = DataPlane(
             self.registry, self.metrics, max_inflight=2, max_inflight_bytes=10_000, peers=peers
         )
@@ -218,3 +228,35 @@ async def test_statistics_add_the_other_workers_snapshots_to_fresh_own_counters(
     assert stats.inference_stats.success.count == 1 + 5 + 1  # this request counted at once
     assert stats.inference_stats.fail.count == 2 and stats.last_inference > 1
     assert {b.batch_size: b.compute_infer.count for b in stats.batch_stats} == {1: 4, 4: 5}
+
+
+async def test_the_batch_path_frees_its_calls_without_the_cyclic_collector(repo: Path) -> None:
+    """Joined calls point at their group and the group at them; once answered, nothing of the
+    data plane's may be left for the cyclic collector (at 64 calls in flight its passes cost
+    ~2 µs a call on the native transport's batch path)."""
+    world = World(repo, batching=BatchingPolicy(max_batch_size=8, max_queue_delay_s=0))
+    await world.registry.load_repository()
+    answers: list[tuple[Any, Any]] = []
+    body = request().SerializeToString()
+
+    def done(response: Any, error: Any) -> None:
+        answers.append((response, error))
+
+    calls = [(read_request(body), None, None, len(body), None, done) for _ in range(2)]  # two: the cap
+    assert all(call[0].__class__ is WireRequest for call in calls)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        handles = world.dataplane.begin_batch(calls)
+        assert [type(h).__name__ for h in handles] == ["_Member"] * 2, answers  # joined
+        await until(lambda: len(answers) == 2)
+        del handles, calls
+        gc.collect()
+        left = [type(o).__qualname__ for o in gc.garbage if type(o).__module__ == "gateway.dataplane"]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert [e for _, e in answers] == [None, None]
+    assert left == []
