@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -58,6 +59,7 @@ SNAPSHOT_S = 1.0  # how often a worker hands its counters to the supervisor
 CONFIG_POLL_S = 0.25  # how often a worker looks for a newly published config
 PARENT_POLL_S = 1.0  # how often a worker checks that its supervisor is alive
 TRACE_FLUSH_S = 3.0  # how long a stop waits for queued spans to be exported
+GC_YOUNG_OBJECTS = 10_000  # the cyclic collector's first threshold while serving (see settle_gc)
 
 
 def _add_to_pool(*files: Any) -> None:
@@ -518,6 +520,7 @@ async def _serve(
             f"modelgate{label}: ready, {models - len(failed)} of {models} models loaded"
             + (f" (failed: {', '.join(failed)})" if failed else "")
         )
+        settle_gc()
     await gateway.wait_closed()
     loading.cancel()
     await asyncio.gather(loading, *gateway._tasks, return_exceptions=True)
@@ -526,6 +529,24 @@ async def _serve(
         return 1
     say(f"modelgate{label}: stopped")
     return 0
+
+
+def settle_gc() -> None:
+    """Tune the cyclic garbage collector for serving, once the models are loaded.
+
+    What is loaded by now (modules, protobuf descriptors, sessions) lives as long as the process:
+    `gc.freeze()` keeps full collections from traversing it again (~60,000 objects; a full pass
+    took ~20-30 ms of the loop). A call's objects are freed by reference counting when it is
+    answered, but the collector runs a young-generation pass every 700 allocations net of frees,
+    and the calls in flight alone hold more than that (about 20 objects each, 64 calls ~1,300):
+    a pass every few calls, each traversing every call in flight, and survivors promoted until a
+    full pass. A first threshold above the objects of the calls in flight makes passes run when
+    garbage really accumulates (reference cycles, e.g. exceptions kept with their tracebacks).
+    Under h2load at 64 in flight: no pass at all in 40,000 calls, against 1,100 young and 8 full
+    passes (3 µs a call) on the drop-in path (loadtests/README.md)."""
+    gc.freeze()
+    _young, *older = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_OBJECTS, *older)
 
 
 async def _watch_parent(gateway: Gateway, parent: int) -> None:

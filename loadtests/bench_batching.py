@@ -20,6 +20,7 @@ each concurrency against
       asyncio task per call instead of the batch path (gateway/transport/native.py)
   (z) (a) with max_queue_delay_us 0: batches of what has arrived, no waiting for more
   (r) (a) at an earlier commit (--baseline REV, harness/baseline.py): before/after in one run
+  (q) (p) at that earlier commit
   (y) (c) with max_queue_delay_microseconds 0 (as (z))
   (c) a real Triton 2.51, Python backend running the same ONNX file with ONNX Runtime (1 intra-op
       thread), dynamic batching (max batch 64, 500 µs delay). If it dies, the crash is recorded,
@@ -76,6 +77,7 @@ SERVERS = {
     "p": "gateway batching on, native, a task per call (p)",
     "z": "gateway batching on, no queue delay (z)",
     "r": "gateway batching on, at --baseline (r)",
+    "q": "gateway batching on, native, a task per call, at --baseline (q)",
 }
 # batching, transport, native_batch (the batch path; (p) is the drop-in's one task per call)
 GATEWAYS = {
@@ -85,7 +87,9 @@ GATEWAYS = {
     "p": ("on", "native", False),
     "z": ("on", "native", True),
     "r": ("on", "native", True),  # (a) at an earlier commit (--baseline REV)
+    "q": ("on", "native", False),  # (p) at an earlier commit (--baseline REV)
 }
+AT_BASELINE = {"r", "q"}
 DEFAULT_SERVERS = ["a", "b", "c", "d", "g", "p", "z"]
 NO_DELAY = {"z", "y"}  # max_queue_delay_us 0: a batch of what is queued when the batcher looks
 MAX_BATCH = 64
@@ -270,9 +274,9 @@ def start_server(
         delay = 0 if key in NO_DELAY else QUEUE_DELAY_US
         cfg = gateway_yaml(tmp / key, name, mode == "on", args.gateway_intra_op_threads, native_batch, delay)
         env = None
-        if key == "r":
+        if key in AT_BASELINE:
             if args.baseline_tree is None:
-                raise SystemExit("server (r) needs --baseline REV")
+                raise SystemExit(f"server ({key}) needs --baseline REV")
             env = baseline_env(args.baseline_tree)
         flags = ("--config", str(cfg), "--batching", mode, "--transport", transport, "--log-level", "warning")
         gw = GatewayProcess(repo, *flags, env=env)
@@ -734,7 +738,7 @@ def main() -> int:
         default=DEFAULT_SERVERS,
         help="which of them also run streaming",
     )
-    ap.add_argument("--baseline", metavar="REV", default=None, help="the commit server (r) runs (git rev)")
+    ap.add_argument("--baseline", metavar="REV", default=None, help="the commit (r) and (q) run")
     ap.add_argument("--skip-triton", action="store_true", help="leave out (c)")
     ap.add_argument("--triton-venv", default=None, help="default .venv-triton (harness/setup_triton.sh)")
     ap.add_argument("--triton-max-restarts", type=int, default=8, help="per model")

@@ -21,6 +21,7 @@ Servers (as in bench_batching.py, which starts them):
   (g) the gateway on the grpcio transport
   (z) (a) with max_queue_delay_us 0 (batches of what has arrived)
   (r) (a) at an earlier commit, --baseline REV (a before/after A/B in one run)
+  (q) (p) at that earlier commit
   (c) Triton 2.51 (Python backend running the same ONNX file with ONNX Runtime, dynamic batching
       max 64, 500 µs)
   (y) (c) with no queue delay (max_queue_delay_microseconds 0, as (z))
@@ -222,7 +223,7 @@ def main() -> int:
     parser.add_argument("--models", type=lambda s: s.split(","), default=["small"])
     parser.add_argument("--servers", type=lambda s: s.split(","), default=["a", "p", "g", "c"])
     parser.add_argument("--triton-venv", default=None)
-    parser.add_argument("--baseline", metavar="REV", default=None, help="what server (r) runs")
+    parser.add_argument("--baseline", metavar="REV", default=None, help="what servers (r) and (q) run")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_h2load.json")
     args = parser.parse_args()
     args.gateway_intra_op_threads = None  # what start_server reads
