@@ -791,13 +791,13 @@ class _Group:
         if self.ticket is not None:
             self.batcher.release(self.ticket)
         try:
-            self._answer(future)
+            self._answer_all(future)
         finally:
             # Each member points back at its group: dropping the list lets reference counting
             # free the calls at once, not the cyclic collector later (~2 µs a call).
             self.members = []
 
-    def _answer(self, future: asyncio.Future[BatchResult]) -> None:
+    def _answer_all(self, future: asyncio.Future[BatchResult]) -> None:
         error = asyncio.CancelledError() if future.cancelled() else future.exception()
         if error is not None:
             for member in self.members:

@@ -28,7 +28,7 @@ from typing import Any
 from micro_tracing import on_example, parser
 from pygrpc_native import EVENT_CALL
 
-from gateway.server import Gateway
+from gateway.server import Gateway, settle_gc
 from gateway.transport import InferenceServicer, add_inference_service, new_server
 from harness.inprocess import in_process_gateway, infer_request
 
@@ -120,6 +120,7 @@ async def run(repo: Path, args: argparse.Namespace) -> None:
     body = infer_request().SerializeToString()
     variants = {"per call (drop-in)": False, "batch path": True}
     built = {name: await build(repo, batch, args) for name, batch in variants.items()}
+    settle_gc()  # the collector as a serving process has it once its models are loaded
     for _gateway, server, _front in built.values():  # warm-up
         await measure(server, body, args)
     cpu: dict[str, list[float]] = {name: [] for name in built}
