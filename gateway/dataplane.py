@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -178,6 +178,7 @@ class DataPlane:
 
     # -- inference ---------------------------------------------------------------------------
 
+    @overload
     async def infer(
         self,
         request: pb.ModelInferRequest,
@@ -185,19 +186,43 @@ class DataPlane:
         metadata: Mapping[str, str] | None = None,
         size: int = 0,
         trace: Trace | None = None,
-    ) -> pb.ModelInferResponse:
+        as_bytes: Literal[False] = False,
+    ) -> pb.ModelInferResponse: ...
+
+    @overload
+    async def infer(
+        self,
+        request: pb.ModelInferRequest,
+        deadline: float | None,
+        metadata: Mapping[str, str] | None,
+        size: int,
+        trace: Trace | None,
+        as_bytes: bool,
+    ) -> pb.ModelInferResponse | bytes: ...
+
+    async def infer(
+        self,
+        request: pb.ModelInferRequest,
+        deadline: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        size: int = 0,
+        trace: Trace | None = None,
+        as_bytes: bool = False,
+    ) -> pb.ModelInferResponse | bytes:
         """Serve one request. `deadline` is on the event loop's clock (None: no deadline); the
         request's parameters may add `priority` (1 = highest) and `timeout` (µs in the queue).
         `metadata` holds the call's sticky keys (`sticky_keys`), when it carries any; `size` is
         the request message's size on the wire (it counts toward `max_inflight_bytes`). `trace`:
-        the call's trace (gateway/telemetry/tracing.py), when it is traced or forwarded."""
+        the call's trace (gateway/telemetry/tracing.py), when it is traced or forwarded.
+        `as_bytes`: the response may come serialized (`_answer_bytes`), for a transport that
+        sends it as it is."""
         call = self._admit(request, metadata, size, trace)
         try:
             result = await self._execute(call, deadline)
         except BaseException as exc:
             self._failed(call, exc)
             raise
-        return self._answer(call, result)
+        return self._answer_bytes(call, result) if as_bytes else self._answer(call, result)
 
     def begin_batch(self, calls: Sequence[Incoming]) -> list[Handle | None]:
         """Many calls at once, for a transport that takes them in batches (the native front):
@@ -450,6 +475,30 @@ class DataPlane:
             raise
         self._succeeded(call, result, inferred)
         return response
+
+    def _answer_bytes(self, call: _Call, result: BatchResult) -> pb.ModelInferResponse | bytes:
+        """`_answer` as the response's bytes, cut from the version's template (`_template`)
+        around the call's id and its outputs' raw bytes, as the batch path cuts them (the same
+        message, not built): for a batched version whose outputs are all raw, when the call asks
+        for no cost and is not mirrored. Otherwise, or if an output does not fit, `_answer`."""
+        served = call.served
+        if call.want_cost or call.mirrored is not None or not served.signature.max_batch_size:
+            return self._answer(call, result)
+        inferred = time.perf_counter_ns()
+        try:
+            arrays = raw_outputs(result.outputs, call.names, served.signature)
+        except GatewayError:  # a backend fault: `_answer` says so and counts it
+            arrays = None
+        if arrays is None:
+            return self._answer(call, result)
+        head, tail = self._template(call, arrays)
+        request_id = call.request.id
+        parts = [head, wire_field(3, request_id.encode()) if request_id else b"", tail]
+        for array in arrays:
+            blob = array.tobytes()
+            parts += (wire_head(6, len(blob)), blob)
+        self._succeeded(call, result, inferred)
+        return b"".join(parts)
 
     def _succeeded(self, call: _Call, result: BatchResult, inferred: int) -> None:
         """Count a call answered (`inferred`: when its encoding began) and give back what it held."""

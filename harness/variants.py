@@ -136,7 +136,7 @@ def _serve_canned_bytes(canned: list[bytes]) -> None:
 
     grpc.unary_unary_rpc_method_handler = unary
     model_infer.__name__ = "ModelInfer"
-    servicer_module.InferenceServicer.ModelInfer = model_infer  # type: ignore[method-assign,assignment]
+    servicer_module.InferenceServicer.ModelInfer = model_infer  # type: ignore[method-assign]
 
 
 async def serve(mode: str, repo: Path, extra: dict[str, Any]) -> None:

@@ -37,9 +37,14 @@ _STATUS_NUMBERS = {code.name: code.value[0] for code in grpc.StatusCode}
 _INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 
 
+def _serialized(response: Any) -> bytes:
+    """A response as bytes: ModelInfer may answer with them already made (`DataPlane.infer`)."""
+    return response if response.__class__ is bytes else response.SerializeToString()
+
+
 def add_inference_service(servicer: InferenceServicer, server: Any) -> None:
     """Register every method of the service on a server (either transport), as the generated
-    adder does, except that RAW_REQUESTS get their request bytes unparsed."""
+    adder does, except that RAW_REQUESTS get their request bytes unparsed and may answer with bytes."""
     makers = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
@@ -54,7 +59,7 @@ def add_inference_service(servicer: InferenceServicer, server: Any) -> None:
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=None if method.name in RAW_REQUESTS else request.FromString,
-            response_serializer=response.SerializeToString,
+            response_serializer=_serialized if method.name in RAW_REQUESTS else response.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
     server.add_registered_method_handlers(SERVICE.full_name, handlers)
@@ -121,7 +126,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryModelUnloadResponse()
 
     @handled
-    async def ModelInfer(self, body: bytes, context: Ctx) -> pb.ModelInferResponse:
+    async def ModelInfer(self, body: bytes, context: Ctx) -> pb.ModelInferResponse | bytes:
         if self._tracing is not None:
             traced = self._tracing.server_span("ModelInfer", context.invocation_metadata())
             if traced is not None:
@@ -131,7 +136,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         trace = _forwarding(context) if self._dp.forwards_trace else None
         keys = self._dp.sticky_keys
         metadata = _metadata(context, keys) if keys else None
-        return await self._dp.infer(request, deadline, metadata, len(body), trace)
+        return await self._dp.infer(request, deadline, metadata, len(body), trace, True)
 
     def infer_batch(self, server: BatchServer, events: Sequence[tuple[Any, ...]]) -> None:
         """ModelInfer calls from the native front, a batch at a time (gateway/transport/native.py):
@@ -167,13 +172,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if handle is not None:
                 server.track(call_id, handle)
 
-    async def _traced_infer(self, trace: Trace, body: bytes, context: Ctx) -> pb.ModelInferResponse:
+    async def _traced_infer(self, trace: Trace, body: bytes, context: Ctx) -> pb.ModelInferResponse | bytes:
         try:
             request = parse_request(body)
             keys = self._dp.sticky_keys
             metadata = _metadata(context, keys) if keys else None
             below = trace if trace.recording or self._dp.forwards_trace else None
-            response = await self._dp.infer(request, deadline_of(context), metadata, len(body), below)
+            response = await self._dp.infer(request, deadline_of(context), metadata, len(body), below, True)
         except BaseException as exc:
             _failed(trace, exc)
             raise

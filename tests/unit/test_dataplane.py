@@ -260,3 +260,21 @@ async def test_the_batch_path_frees_its_calls_without_the_cyclic_collector(repo:
         gc.enable()
     assert [e for _, e in answers] == [None, None]
     assert left == []
+
+
+async def test_an_answer_as_bytes_is_the_message_infer_builds(repo: Path) -> None:
+    """ModelInfer's transports send the bytes `infer(..., as_bytes=True)` cuts from the version's
+    template: they must parse to exactly the message built field by field."""
+    world = World(repo)
+    await world.registry.load_repository()
+    for rows, request_id in ((1, ""), (3, "call-7")):
+        ask = request(rows=rows)
+        ask.id = request_id
+        built = await world.dataplane.infer(ask)
+        cut = await world.dataplane.infer(ask, None, None, 0, None, True)
+        assert isinstance(cut, bytes)
+        assert pb.ModelInferResponse.FromString(cut) == built
+    ask = request()
+    ask.parameters["cost"].bool_param = True  # a call asking its cost gets the message
+    assert isinstance(await world.dataplane.infer(ask, None, None, 0, None, True), pb.ModelInferResponse)
+    assert world.metrics.for_version("m", "1").success_count == 5
