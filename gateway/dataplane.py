@@ -181,7 +181,7 @@ class DataPlane:
     @overload
     async def infer(
         self,
-        request: pb.ModelInferRequest,
+        request: Request,
         deadline: float | None = None,
         metadata: Mapping[str, str] | None = None,
         size: int = 0,
@@ -192,7 +192,7 @@ class DataPlane:
     @overload
     async def infer(
         self,
-        request: pb.ModelInferRequest,
+        request: Request,
         deadline: float | None,
         metadata: Mapping[str, str] | None,
         size: int,
@@ -202,7 +202,7 @@ class DataPlane:
 
     async def infer(
         self,
-        request: pb.ModelInferRequest,
+        request: Request,
         deadline: float | None = None,
         metadata: Mapping[str, str] | None = None,
         size: int = 0,
@@ -332,7 +332,7 @@ class DataPlane:
 
     def _admit(
         self,
-        request: pb.ModelInferRequest,
+        request: Request,
         metadata: Mapping[str, str] | None,
         size: int,
         trace: Trace | None,
@@ -370,7 +370,7 @@ class DataPlane:
 
     def _admit_routed(
         self,
-        request: pb.ModelInferRequest,
+        request: Request,
         served: ModelVersion,
         route: str,
         model: Model,
@@ -384,11 +384,11 @@ class DataPlane:
         self._hold(call)
         try:
             signature = served.signature
-            arrays = call.arrays = decode_inputs(request, signature)
+            arrays = call.arrays = _decoded(request, signature)
             call.names = requested_outputs(request, signature)
             call.rows = next(iter(arrays.values())).shape[0] if signature.max_batch_size and arrays else 1
             if request.parameters:
-                call.priority, call.timeout_at, call.want_cost = _parameters(request)
+                call.priority, call.timeout_at, call.want_cost = _parameters(_parsed(request))
             if router.shadows:
                 call.mirrored = self.mirror.send(model, served, arrays, call.rows, call.names, trace)
         except BaseException as exc:
@@ -752,6 +752,17 @@ def _sticky_key(policy: TrafficPolicy, request: Request, metadata: Mapping[str, 
     param = request.parameters[name]
     which = param.WhichOneof("parameter_choice")
     return None if which is None else str(getattr(param, which))
+
+
+def _decoded(request: Request, signature: Signature) -> dict[str, np.ndarray]:
+    """A request's inputs as arrays: one read off the wire in the common form is cut into its
+    raw parts (each header known by its bytes) rather than parsed and decoded field by field."""
+    if request.__class__ is WireRequest:
+        parts = raw_parts(request.headers, request.contents, signature)
+        if parts is not None:
+            return join_parts((parts[1],), parts[0], signature)
+        request = request.parse()  # decode_inputs says what is wrong
+    return decode_inputs(request, signature)
 
 
 def _parsed(request: Request) -> pb.ModelInferRequest:

@@ -131,7 +131,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             traced = self._tracing.server_span("ModelInfer", context.invocation_metadata())
             if traced is not None:
                 return await self._traced_infer(traced, body, context)
-        request = parse_request(body)
+        request = read_request(body)
         deadline = deadline_of(context)
         trace = _forwarding(context) if self._dp.forwards_trace else None
         keys = self._dp.sticky_keys
