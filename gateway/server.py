@@ -43,6 +43,7 @@ from .repository import ModelSource, RemoteVersion, Repository, file_digest
 from .routing import policies_of
 from .settings import Settings
 from .telemetry import Metrics, peer_snapshots, serve_metrics
+from .telemetry.metrics import GC_PAUSES
 from .telemetry.tracing import start_tracing
 from .tensors import TensorSpec
 from .transport import InferenceServicer, add_inference_service, new_server, resolve_transport
@@ -547,6 +548,7 @@ def settle_gc() -> None:
     gc.freeze()
     _young, *older = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_OBJECTS, *older)
+    GC_PAUSES.watch()  # modelgate_gc_passes_total, modelgate_gc_pause_seconds_total
 
 
 async def _watch_parent(gateway: Gateway, parent: int) -> None:

@@ -256,10 +256,11 @@ def gateway_yaml(
 class Server:
     """One peer under test: a URL, a process group for CPU accounting, a liveness check."""
 
-    def __init__(self, url: str, pgid: int, alive: Callable[[], bool]) -> None:
+    def __init__(self, url: str, pgid: int, alive: Callable[[], bool], metrics_port: int = 0) -> None:
         self.url = url
         self.pgid = pgid
         self.alive = alive
+        self.metrics_port = metrics_port  # a gateway's /metrics (0: none)
 
 
 @contextmanager
@@ -282,7 +283,7 @@ def start_server(
         gw = GatewayProcess(repo, *flags, env=env)
         try:
             gw.wait_ready(timeout=120)
-            yield Server(gw.url, gw.proc.pid, lambda: gw.proc.poll() is None), None
+            yield Server(gw.url, gw.proc.pid, lambda: gw.proc.poll() is None, gw.metrics_port), None
         finally:
             code = gw.terminate()
             if code != 0:

@@ -10,6 +10,8 @@ threads' CPU (utime + stime in /proc/PID/task/*/stat) is read at the window's st
 py-spy slows the server down (about half its rate), so the per-thread split is taken from a
 run without it; the profile is for proportions within the Python threads. py-spy's raw output
 (one collapsed stack per line) is summed by function, self and inclusive, for the main thread.
+For a gateway, the cyclic garbage collector's passes in the window and the time they took (its
+/metrics: modelgate_gc_passes_total, modelgate_gc_pause_seconds_total).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bench_batching import MODELS
 from bench_h2load import FLOORS, body, h2load, start, successes
 
 from gateway.examples import mlp
+from harness.gateway import metric, scrape
 from harness.procfs import cpu_s_by_thread_name
 
 
@@ -52,6 +55,16 @@ def summarize(raw: Path, top: int = 25) -> str:
     for name, n in inclusive.most_common(top):
         lines.append(f"| {name} | {n / total:.1%} | {own[name] / total:.1%} |")
     return "\n".join(lines)
+
+
+def gc_pauses(server: Any) -> tuple[list[float], list[float]] | None:
+    """A gateway's collector passes and pause seconds by generation, from its /metrics."""
+    port = getattr(server, "metrics_port", 0)
+    if not port:
+        return None
+    text = scrape(port)
+    passes = [metric(text, "modelgate_gc_passes_total", generation=str(g)) for g in range(3)]
+    return passes, [metric(text, "modelgate_gc_pause_seconds_total", generation=str(g)) for g in range(3)]
 
 
 def main() -> int:
@@ -92,6 +105,7 @@ def main() -> int:
             time.sleep(1.0)  # past the connections' start
             counted = FLOORS.get(args.server) is None  # the floors keep no statistics
             first = successes(server.url, name) if counted else 0
+            gc_before = gc_pauses(server)
             before, began = cpu_s_by_thread_name(pid), time.monotonic()
             if args.py_spy is not None:
                 args.py_spy.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +115,7 @@ def main() -> int:
             else:
                 time.sleep(args.seconds)
             after, window = cpu_s_by_thread_name(pid), time.monotonic() - began
+            gc_after = gc_pauses(server)
             served = successes(server.url, name) - first if counted else 0
             load.join()
     if not counted:  # estimated from h2load's rate
@@ -113,6 +128,11 @@ def main() -> int:
     for thread, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
         if seconds > 0:
             print(f"| {thread} | {seconds:.2f} | {seconds / served * 1e6:.1f} |")
+    if gc_after is not None and gc_before is not None:
+        passes = [round(a - b) for a, b in zip(gc_after[0], gc_before[0], strict=True)]
+        paused = sum(gc_after[1]) - sum(gc_before[1])
+        print(f"\ncyclic GC in the window (gen 0/1/2): {passes[0]}/{passes[1]}/{passes[2]} passes, "
+              f"{paused * 1e3:.1f} ms ({paused / served * 1e6:.2f} µs a request)")  # fmt: skip
     if args.py_spy is not None:
         print("\n" + summarize(args.py_spy))
     return 0

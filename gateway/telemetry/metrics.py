@@ -10,6 +10,7 @@ as Prometheus expects of a counter).
 from __future__ import annotations
 
 import bisect
+import gc
 import json
 import os
 import threading
@@ -39,6 +40,35 @@ __all__ = [
 ]
 
 _SNAPSHOT_WRITE = threading.Lock()  # Metrics.write_snapshot: one write at a time
+
+
+class GcPauses:
+    """The cyclic garbage collector's passes in this process and the time they took, by
+    generation (gc.callbacks): a pass stops the event loop, so SREs see it beside the latency.
+    Counting starts with `watch()` (a serving process, once its models are loaded)."""
+
+    def __init__(self) -> None:
+        self.passes = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._began = 0.0
+
+    def watch(self) -> None:
+        if self._on_pass not in gc.callbacks:
+            gc.callbacks.append(self._on_pass)
+
+    def _on_pass(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.passes[generation] += 1
+        self.seconds[generation] += time.perf_counter() - self._began
+
+    def snapshot(self) -> dict[str, list[Any]]:
+        return {"passes": list(self.passes), "seconds": list(self.seconds)}
+
+
+GC_PAUSES = GcPauses()
 
 
 STATISTICS = (
@@ -237,6 +267,7 @@ class Metrics:
             "inflight_bytes": self.inflight_bytes,
             "trace_spans_dropped": self.trace_spans_dropped(),
             "overhead_cpu_ns": self.overhead_ns(),
+            "gc": GC_PAUSES.snapshot(),
             "routing": {
                 "revision": self.policy_revision,
                 "weights": list(self.weights),
@@ -311,7 +342,9 @@ class SnapshotCollector:
         control: dict[str, Any] = {}  # the control plane's snapshot
         cost: dict[tuple[str, str], dict[str, Any]] = {}
         inflight = inflight_bytes = spans_dropped = overhead_ns = 0
+        gc_passes: dict[str, Any] | None = None
         for snap in self._snapshots():
+            gc_passes = fold(gc_passes, snap.get("gc"))
             inflight += snap.get("inflight", 0)
             overhead_ns += snap.get("overhead_cpu_ns", 0)
             spans_dropped += snap.get("trace_spans_dropped", 0)
@@ -390,6 +423,22 @@ class SnapshotCollector:
             "Trace spans dropped before export: the export queue was full, or an export failed.",
             spans_dropped,
         )
+        if gc_passes is not None:
+            passes = CounterMetricFamily(
+                "modelgate_gc_passes",
+                "Passes of the cyclic garbage collector in the serving processes, by generation.",
+                labels=["generation"],
+            )
+            paused = CounterMetricFamily(
+                "modelgate_gc_pause_seconds",
+                "Time the serving processes' loops spent in the cyclic garbage collector.",
+                labels=["generation"],
+            )
+            for generation, n in enumerate(gc_passes["passes"]):
+                passes.add_metric([str(generation)], n)
+                paused.add_metric([str(generation)], gc_passes["seconds"][generation])
+            yield passes
+            yield paused
         yield from _drift_families(drift)
         yield from _rollout_families(control)
         if supervisor:  # --workers N

@@ -348,6 +348,9 @@ def test_prometheus_metrics(gateway: GatewayProcess, client: grpcclient.Inferenc
     assert metric(text, "modelgate_request_duration_seconds_count", model="pinned", version="2") == before + 3
     assert 'modelgate_request_duration_seconds_bucket{le="+Inf",model="pinned",version="2"}' in text
     assert metric(text, "modelgate_inference_rows_total", model="pinned", version="2") >= 6
+    for generation in "012":  # the serving process's collector passes (any number, even none)
+        assert metric(text, "modelgate_gc_passes_total", generation=generation) >= 0
+        assert metric(text, "modelgate_gc_pause_seconds_total", generation=generation) >= 0
 
 
 def test_two_workers_share_one_port(repo: Path) -> None:
