@@ -854,7 +854,7 @@ class _Group:
             self._answer_all(future)
         finally:
             # Each member points back at its group: dropping the list lets reference counting
-            # free the calls at once, not the cyclic collector later (~2 µs a call).
+            # free the calls at once, not the cyclic collector later (loadtests/README.md).
             self.members = []
 
     def _answer_all(self, future: asyncio.Future[BatchResult]) -> None:

@@ -543,8 +543,8 @@ def settle_gc() -> None:
     a pass every few calls, each traversing every call in flight, and survivors promoted until a
     full pass. A first threshold above the objects of the calls in flight makes passes run when
     garbage really accumulates (reference cycles, e.g. exceptions kept with their tracebacks).
-    Under h2load at 64 in flight: no pass at all in 40,000 calls, against 1,100 young and 8 full
-    passes (3 µs a call) on the drop-in path (loadtests/README.md)."""
+    Under h2load at 64 in flight no pass runs at all (loadtests/threads_h2load.py reads them from
+    /metrics; the A/B is in loadtests/README.md)."""
     gc.freeze()
     _young, *older = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_OBJECTS, *older)
