@@ -165,7 +165,7 @@ class DataPlane:
         self.cut = 0  # calls cancelled while draining: the stop cut them
         self.forwards_trace = bool(registry.repository.remote)  # remote backends want traceparent
         self.mirror = Mirror(metrics)
-        self._templates: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}  # see _template
+        self._templates: dict[tuple[Any, ...], tuple[bytes, bytes, bytes, list[bytes]]] = {}  # see _template
 
     # -- server ------------------------------------------------------------------------------
 
@@ -477,10 +477,9 @@ class DataPlane:
         return response
 
     def _answer_bytes(self, call: _Call, result: BatchResult) -> pb.ModelInferResponse | bytes:
-        """`_answer` as the response's bytes, cut from the version's template (`_template`)
-        around the call's id and its outputs' raw bytes, as the batch path cuts them (the same
-        message, not built): for a batched version whose outputs are all raw, when the call asks
-        for no cost and is not mirrored. Otherwise, or if an output does not fit, `_answer`."""
+        """`_answer` as the response's bytes, cut as the batch path cuts them (`_Cuts`): for a
+        batched version whose outputs are all raw, when the call asks for no cost and is not
+        mirrored. Otherwise, or if an output does not fit, `_answer`."""
         served = call.served
         if call.want_cost or call.mirrored is not None or not served.signature.max_batch_size:
             return self._answer(call, result)
@@ -491,14 +490,9 @@ class DataPlane:
             arrays = None
         if arrays is None:
             return self._answer(call, result)
-        head, tail = self._template(call, arrays)
-        request_id = call.request.id
-        parts = [head, wire_field(3, request_id.encode()) if request_id else b"", tail]
-        for array in arrays:
-            blob = array.tobytes()
-            parts += (wire_head(6, len(blob)), blob)
+        data = _Cuts(self, arrays).cut(call, 0)
         self._succeeded(call, result, inferred)
-        return b"".join(parts)
+        return data
 
     def _succeeded(self, call: _Call, result: BatchResult, inferred: int) -> None:
         """Count a call answered (`inferred`: when its encoding began) and give back what it held."""
@@ -537,27 +531,33 @@ class DataPlane:
             rows, totals, input_ns, result.compute_ns, (end - inferred) * len(calls), result.queue_ns
         )
 
-    def _template(self, call: _Call, arrays: Sequence[np.ndarray]) -> tuple[bytes, bytes]:
-        """The bytes of a joined call's response around its id and raw outputs: everything
-        but those is the same for every call of a version, route, revision, output selection
-        and row count (made once, then cut per call: see _Group)."""
+    def _template(self, call: _Call, cuts: _Cuts) -> tuple[bytes, bytes, bytes, list[bytes]]:
+        """What every answer cut for a call of this version, route, revision, output selection
+        and row count from outputs of these shapes shares (`_Cuts`): the response's bytes
+        before its id (head) and after it (tail), each output's field head, and head + tail
+        for a call with no id; with a single output (the common case) the tail ends with its
+        field head. Made once, then cut per call."""
         rows = call.rows
-        key = (call.served, call.route, call.revision, call.names, rows, *(a.shape[1:] for a in arrays))
+        key = (call.served, call.route, call.revision, call.names, rows, cuts.shapes, cuts.row_bytes)
         found = self._templates.get(key)
         if found is not None:
             return found
         served = call.served
         head = pb.ModelInferResponse(model_name=served.model, model_version=served.version)
-        tail = pb.ModelInferResponse()
-        for name, array in zip(call.names, arrays, strict=True):
+        message = pb.ModelInferResponse()
+        for name, array, shape in zip(call.names, cuts.arrays, cuts.shapes, strict=True):
             spec = served.signature.output(name)
             datatype = spec.datatype if spec is not None else datatype_of(array)
-            tail.outputs.add(name=name, datatype=datatype, shape=[rows, *array.shape[1:]])
-        tail.parameters["route"].string_param = call.route
-        tail.parameters["policy_revision"].int64_param = call.revision
+            message.outputs.add(name=name, datatype=datatype, shape=[rows, *shape])
+        message.parameters["route"].string_param = call.route
+        message.parameters["policy_revision"].int64_param = call.revision
+        before, tail = head.SerializeToString(), message.SerializeToString()
+        heads = [wire_head(6, rows * n) for n in cuts.row_bytes]
+        if len(heads) == 1:
+            tail += heads[0]
         if len(self._templates) >= 1024:  # revisions and row counts come and go
             self._templates.clear()
-        found = self._templates[key] = (head.SerializeToString(), tail.SerializeToString())
+        found = self._templates[key] = (before + tail, before, tail, heads)
         return found
 
     def _failed(self, call: _Call, exc: BaseException) -> None:
@@ -888,56 +888,29 @@ class _Group:
             offset += rows
 
     def _answer_raw(self, result: BatchResult, arrays: list[np.ndarray]) -> None:
-        """Answer the live members with bytes: each call's response is the version's template
-        (`DataPlane._template`) around its id and its rows of each output, cut from one bytes
-        object per output; the same message `DataPlane._answer` would build, without building it.
-        Each answer goes out as soon as it is cut (the front writes it on its own threads while
-        the rest are cut); the answered calls are then counted in one step
+        """Answer the live members with bytes cut from the batch's raw outputs (`_Cuts`). Each
+        answer goes out as soon as it is cut (the front writes it on its own threads while the
+        rest are cut); the answered calls are then counted in one step
         (`VersionMetrics.succeeded_together`)."""
         inferred = time.perf_counter_ns()
         members = self.members
         dp = members[0].dp
-        blobs = [a.tobytes() for a in arrays]
-        row_bytes = [a.strides[0] if a.ndim else 0 for a in arrays]
-        single = len(blobs) == 1
-        templates: dict[tuple[str, int, int], tuple[bytes, bytes, bytes, list[bytes]]] = {}
+        cuts = _Cuts(dp, arrays)
         answered: list[_Call] = []
         offset = 0
         try:
             for member in members:
                 call = member.call
-                rows = call.rows
                 if member.live:
                     try:
-                        key = (call.route, call.revision, rows)
-                        template = templates.get(key)
-                        if template is None:
-                            head, tail = dp._template(call, [a[:rows] for a in arrays])
-                            heads = [wire_head(6, rows * n) for n in row_bytes]
-                            if single:  # the common case: the output's field head ends the tail
-                                tail += heads[0]
-                            template = templates[key] = (head + tail, head, tail, heads)
-                        whole, head, tail, heads = template
-                        request_id = call.request.id
-                        if single:
-                            n = row_bytes[0]
-                            mine = blobs[0][offset * n : (offset + rows) * n]
-                            if request_id:
-                                data = b"".join((head, wire_field(3, request_id.encode()), tail, mine))
-                            else:
-                                data = whole + mine
-                        else:
-                            parts = [head, wire_field(3, request_id.encode()) if request_id else b"", tail]
-                            for blob, field_head, n in zip(blobs, heads, row_bytes, strict=True):
-                                parts += (field_head, blob[offset * n : (offset + rows) * n])
-                            data = b"".join(parts)
+                        data = cuts.cut(call, offset)
                     except BaseException as exc:  # an output the response cannot hold
                         member.fail(exc)
                     else:
                         member.live = False
                         answered.append(call)
                         member.done(data, None)
-                offset += rows
+                offset += call.rows
         finally:
             if answered:
                 dp._succeeded_together(answered, result, inferred)
@@ -953,6 +926,45 @@ class _Group:
             return
         rows = sum(m.call.rows for m in self.members)
         self.batcher.resize(ticket, join_parts([m.parts for m in self.members], rows, self.signature), rows)
+
+
+class _Cuts:
+    """Answers as bytes, cut from one result's raw outputs (`raw_outputs`) for the calls whose
+    rows they hold: each is its version's template for the call's route, revision and row count
+    (`DataPlane._template`) around the call's id and its rows of each output, the message
+    `DataPlane._answer` would build, without building it. The per-call path cuts one answer
+    (`_answer_bytes`), the batch path a group's (`_Group._answer_raw`)."""
+
+    __slots__ = ("arrays", "blobs", "dp", "made", "row_bytes", "shapes")
+
+    def __init__(self, dp: DataPlane, arrays: list[np.ndarray]) -> None:
+        self.dp = dp
+        self.arrays = arrays
+        self.blobs = [a.tobytes() for a in arrays]
+        self.row_bytes = tuple([a.strides[0] if a.ndim else 0 for a in arrays])
+        self.shapes = tuple([a.shape[1:] for a in arrays])
+        # the templates of the few kinds of call (route, revision, rows) one result answers
+        self.made: dict[tuple[str, int, int], tuple[bytes, bytes, bytes, list[bytes]]] = {}
+
+    def cut(self, call: _Call, offset: int) -> bytes:
+        """The answer of `call`, whose rows start at row `offset` of the outputs."""
+        rows = call.rows
+        key = (call.route, call.revision, rows)
+        made = self.made.get(key)
+        if made is None:
+            made = self.made[key] = self.dp._template(call, self)
+        whole, head, tail, heads = made
+        request_id = call.request.id
+        if len(heads) == 1:
+            n = self.row_bytes[0]
+            mine = self.blobs[0][offset * n : (offset + rows) * n]  # all of it: the same object
+            if request_id:
+                return b"".join((head, wire_field(3, request_id.encode()), tail, mine))
+            return whole + mine
+        parts = [head, wire_field(3, request_id.encode()) if request_id else b"", tail]
+        for blob, field_head, n in zip(self.blobs, heads, self.row_bytes, strict=True):
+            parts += (field_head, blob[offset * n : (offset + rows) * n])
+        return b"".join(parts)
 
 
 class _Member:
