@@ -1,9 +1,9 @@
 """The gateway in front of a real Triton, against Triton alone and the gateway in-process.
 
-    python loadtests/bench_triton.py [--concurrency 1,8,64] [--measurement-ms 3000]
+    python loadtests/bench_triton.py [--concurrency 1,8,64] [--measurement-ms 3000] [--rounds 3]
 
 Same model (the example `mlp`, 32 -> 256 -> 256 -> 8), same load generator (perf_analyzer,
-1-row unary requests), one run, one server set-up after the other on free loopback ports:
+1-row unary requests), one run, on free loopback ports:
   triton            perf_analyzer straight at Triton (Python backend running the ONNX file
                     with ONNX Runtime, dynamic batching 500 µs, max batch 64)
   bare proxy->triton  harness/bare_proxy.py in front of that Triton: a grpc.aio server that
@@ -12,17 +12,23 @@ Same model (the example `mlp`, 32 -> 256 -> 256 -> 8), same load generator (perf
                     (gateway batching on, 500 µs, so one remote call carries many requests)
   gateway->triton (no batching)  the same, every request its own remote call
   gateway in-proc   the gateway serving the same ONNX file with ONNX Runtime (batching on)
-Reports infer/s, p50 and p99, the hop's added p50 at the lowest concurrency, the ratio of
-gateway->triton to gateway in-process at the highest, and Triton calls per client request
-(from Triton's own statistics). Results also go to loadtests/results/bench_triton.json.
+All five are up at once and measured in turn, `--rounds` interleaved rounds (a slow moment of
+this 2-core machine then lands on every path, not on one); each figure is the median over the
+rounds. Reports infer/s, p50 and p99, the hop's added p50 at the lowest concurrency (per round
+and its median) and the gateway's hop as a ratio of the bare proxy's (of their medians, and
+the median of each round's ratio), the ratio of gateway->triton to gateway in-process at the
+highest concurrency, and Triton calls per client request (from Triton's own statistics).
+Results (every round's rows) also go to loadtests/results/bench_triton.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -42,26 +48,41 @@ def triton_requests(url: str) -> int:
         return int(c.get_inference_statistics("mlp").model_stats[0].inference_stats.success.count)
 
 
+def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per concurrency, the median over rounds of each figure (the largest calls per request)."""
+    rows = []
+    for same in zip(*rounds, strict=True):
+        row: dict[str, Any] = {"concurrency": same[0]["concurrency"]}
+        for key in ("throughput_infer_s", "p50_ms", "p99_ms"):
+            values = [r[key] for r in same if r.get(key) is not None]
+            row[key] = statistics.median(values) if values else None
+        calls = [r["triton_calls_per_request_max"] for r in same if "triton_calls_per_request_max" in r]
+        if calls:
+            row["triton_calls_per_request_max"] = max(calls)
+        rows.append(row)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", default="1,8,64", type=ints)
     parser.add_argument("--measurement-ms", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_triton.json")
     args = parser.parse_args()
-    results: dict[str, list[dict[str, Any]]] = {}
+    rounds: dict[str, list[list[dict[str, Any]]]] = {}
 
     def measure(label: str, url: str, triton_url: str | None = None) -> None:
         count = (lambda: triton_requests(triton_url)) if triton_url else None
-        results[label] = perf_rows(
-            label, url, args.concurrency, count=count, measurement_ms=args.measurement_ms
-        )
-        for row in results[label]:
+        rows = perf_rows(label, url, args.concurrency, count=count, measurement_ms=args.measurement_ms)
+        for row in rows:
             if triton_url and row.get("request_count"):
                 # perf_analyzer's request_count covers the measured windows only; its warm-up and
                 # extra trials also reach Triton, so this overstates calls per request (upper bound).
                 row["triton_calls_per_request_max"] = row["counted"] / row["request_count"]
+        rounds.setdefault(label, []).append(rows)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         root = Path(tmp)
         onnx = root / "mlp.onnx"
         onnx.write_bytes(mlp(seed=1))
@@ -71,47 +92,69 @@ def main() -> int:
         write_version(local, "mlp", 1, onnx.read_bytes())
         empty = root / "empty"
         empty.mkdir()
-        with TritonServer(root / "triton", log_path=root / "triton.log") as triton:
-            measure("triton", triton.grpc_url, triton.grpc_url)
-            with BareProxy(triton.grpc_url) as proxy:
-                measure("bare proxy->triton", proxy.address, triton.grpc_url)
-            for label, batching in (("gateway->triton", "on"), ("gateway->triton (no batching)", "off")):
-                config = root / f"{batching}.json"
-                version = {"backend": "triton", "endpoints": [triton.grpc_url]}
-                settings = {
-                    "batching": {"mode": batching, "max_queue_delay_us": 500},
-                    "models": {"mlp": {"versions": {"1": version}}},
-                }
-                config.write_text(json.dumps(settings))
-                with GatewayProcess(empty, "--config", str(config)) as gateway:
-                    measure(label, gateway.url, triton.grpc_url)
-        with GatewayProcess(local) as gateway:
-            measure("gateway in-proc", gateway.url)
+        triton = stack.enter_context(TritonServer(root / "triton", log_path=root / "triton.log"))
+        upstream = triton.grpc_url
+        paths = [("triton", upstream, upstream)]
+        proxy = stack.enter_context(BareProxy(upstream))
+        paths.append(("bare proxy->triton", proxy.address, upstream))
+        for label, batching in (("gateway->triton", "on"), ("gateway->triton (no batching)", "off")):
+            config = root / f"{batching}.json"
+            version = {"backend": "triton", "endpoints": [upstream]}
+            settings = {
+                "batching": {"mode": batching, "max_queue_delay_us": 500},
+                "models": {"mlp": {"versions": {"1": version}}},
+            }
+            config.write_text(json.dumps(settings))
+            gateway = stack.enter_context(GatewayProcess(empty, "--config", str(config)))
+            paths.append((label, gateway.url, upstream))
+        gateway = stack.enter_context(GatewayProcess(local))
+        paths.append(("gateway in-proc", gateway.url, None))
+        for _ in range(args.rounds):
+            for label, url, counted in paths:
+                measure(label, url, counted)
+    results = {label: median_rows(runs) for label, runs in rounds.items()}
 
     head = ["path", "concurrency", "infer/s", "p50 ms", "p99 ms", "Triton calls / request (≤)"]
     keys = ("throughput_infer_s", "p50_ms", "p99_ms")
+    print(f"\nmedians of {args.rounds} interleaved rounds")
     print("\n" + table(head, (
         [label, r["concurrency"], *(cell(r.get(k), ",.2f") for k in keys),
          "" if (calls := r.get("triton_calls_per_request_max")) is None else f"{calls:.2f}"]
         for label, rows in results.items() for r in rows
     )))  # fmt: skip
 
-    def row(label: str, concurrency: int) -> dict[str, Any]:
-        return next(r for r in results[label] if r["concurrency"] == concurrency)
+    def row(label: str, concurrency: int, runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return next(r for r in (runs or results[label]) if r["concurrency"] == concurrency)
 
     low, high = min(args.concurrency), max(args.concurrency)
     try:
+        hops: dict[str, list[float]] = {}
         for label in ("bare proxy->triton", "gateway->triton", "gateway->triton (no batching)"):
-            hop = (row(label, low)["p50_ms"] - row("triton", low)["p50_ms"]) * 1000
-            print(f"\n{label}: hop added to p50 at concurrency {low}: {hop:.0f} µs (target ≤ 300)")
+            hops[label] = [
+                (row(label, low, mine)["p50_ms"] - row("triton", low, alone)["p50_ms"]) * 1000
+                for mine, alone in zip(rounds[label], rounds["triton"], strict=True)
+            ]
+            each = ", ".join(f"{h:.0f}" for h in hops[label])
+            print(
+                f"\n{label}: hop added to p50 at concurrency {low}: "
+                f"{statistics.median(hops[label]):.0f} µs (rounds: {each})"
+            )
+        for label in ("gateway->triton", "gateway->triton (no batching)"):
+            ratios = [g / p for g, p in zip(hops[label], hops["bare proxy->triton"], strict=True) if p > 0]
+            each = ", ".join(f"{r:.2f}" for r in ratios)
+            medians = statistics.median(hops[label]) / statistics.median(hops["bare proxy->triton"])
+            print(
+                f"{label} hop / bare proxy hop: {medians:.2f}× the medians, "
+                f"{statistics.median(ratios):.2f}× the median of each round's (rounds: {each}); target ≤ 1.1"
+            )
         ratio = (
             row("gateway->triton", high)["throughput_infer_s"]
             / row("gateway in-proc", high)["throughput_infer_s"]
         )
         print(f"gateway->triton / gateway in-process at concurrency {high}: {ratio:.2f}× (target ≥ 0.8)")
-    except (TypeError, KeyError, StopIteration) as exc:
+    except (TypeError, KeyError, StopIteration, statistics.StatisticsError) as exc:
         print(f"\n(ratios unavailable: {exc!r})")
-    write_results(args.out, results)
+    write_results(args.out, {"medians": results, "rounds": rounds})
     return 0
 
 
