@@ -17,7 +17,9 @@ this 2-core machine then lands on every path, not on one); each figure is the me
 rounds. Reports infer/s, p50 and p99, the hop's added p50 at the lowest concurrency (per round
 and its median) and the gateway's hop as a ratio of the bare proxy's (of their medians, and
 the median of each round's ratio), the ratio of gateway->triton to gateway in-process at the
-highest concurrency, and Triton calls per client request (from Triton's own statistics).
+highest concurrency, Triton calls per client request (from Triton's own statistics), and
+where a gateway's hop goes at the lowest concurrency (`where_the_hop_goes`: Triton's own time,
+the gateway's remote call, the gateway's own time around it, from both servers' statistics).
 Results (every round's rows) also go to loadtests/results/bench_triton.json.
 """
 
@@ -40,6 +42,7 @@ from harness.bench import RESULTS, cell, ints, perf_rows, table, write_results
 from harness.gateway import GatewayProcess
 from harness.triton import TritonServer, make_onnx_python_model
 
+BREAKDOWN = ("triton_own_us", "remote_call_us", "gateway_own_us")
 BATCHING = "max_batch_size: 64\ndynamic_batching { max_queue_delay_microseconds: 500 }\n"
 
 
@@ -48,12 +51,39 @@ def triton_requests(url: str) -> int:
         return int(c.get_inference_statistics("mlp").model_stats[0].inference_stats.success.count)
 
 
+def server_times(url: str) -> tuple[int, int, int]:
+    """A server's ModelStatistics for `mlp`: successful requests, their total ns, and the ns of
+    their compute_infer (for a gateway serving from Triton: the remote calls' wall time)."""
+    with grpcclient.InferenceServerClient(url) as c:
+        s = c.get_inference_statistics("mlp").model_stats[0].inference_stats
+        return int(s.success.count), int(s.success.ns), int(s.compute_infer.ns)
+
+
+def where_the_hop_goes(
+    before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]]
+) -> dict[str, float]:
+    """Per request over one perf_analyzer run through a gateway to Triton, in µs: Triton's own
+    time (its success ns), the gateway's remote calls (its compute_infer, so the client's round
+    trip is that minus Triton's own), and the gateway's time outside them (success minus
+    compute_infer: reading, routing, queueing, answering)."""
+    (n, total, remote), (tn, t_total, _) = (
+        [b - a for a, b in zip(before[k], after[k], strict=True)] for k in ("gateway", "triton")
+    )
+    if not n or not tn:
+        return {}
+    return {
+        "triton_own_us": t_total / tn / 1e3,
+        "remote_call_us": remote / n / 1e3,
+        "gateway_own_us": (total - remote) / n / 1e3,
+    }
+
+
 def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per concurrency, the median over rounds of each figure (the largest calls per request)."""
     rows = []
     for same in zip(*rounds, strict=True):
         row: dict[str, Any] = {"concurrency": same[0]["concurrency"]}
-        for key in ("throughput_infer_s", "p50_ms", "p99_ms"):
+        for key in ("throughput_infer_s", "p50_ms", "p99_ms", *BREAKDOWN):
             values = [r[key] for r in same if r.get(key) is not None]
             row[key] = statistics.median(values) if values else None
         calls = [r["triton_calls_per_request_max"] for r in same if "triton_calls_per_request_max" in r]
@@ -74,12 +104,22 @@ def main() -> int:
 
     def measure(label: str, url: str, triton_url: str | None = None) -> None:
         count = (lambda: triton_requests(triton_url)) if triton_url else None
-        rows = perf_rows(label, url, args.concurrency, count=count, measurement_ms=args.measurement_ms)
-        for row in rows:
+        rows = []
+        for c in args.concurrency:
+            through = triton_url is not None and url != triton_url and label.startswith("gateway")
+            before = {"gateway": server_times(url), "triton": server_times(triton_url)} if through else {}
+            [row] = perf_rows(label, url, [c], count=count, measurement_ms=args.measurement_ms)
+            if before and triton_url:
+                row.update(
+                    where_the_hop_goes(
+                        before, {"gateway": server_times(url), "triton": server_times(triton_url)}
+                    )
+                )
             if triton_url and row.get("request_count"):
                 # perf_analyzer's request_count covers the measured windows only; its warm-up and
                 # extra trials also reach Triton, so this overstates calls per request (upper bound).
                 row["triton_calls_per_request_max"] = row["counted"] / row["request_count"]
+            rows.append(row)
         rounds.setdefault(label, []).append(rows)
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -147,6 +187,15 @@ def main() -> int:
                 f"{label} hop / bare proxy hop: {medians:.2f}× the medians, "
                 f"{statistics.median(ratios):.2f}× the median of each round's (rounds: {each}); target ≤ 1.1"
             )
+        for label in ("gateway->triton", "gateway->triton (no batching)"):
+            low_row = row(label, low)
+            if low_row.get("remote_call_us") is not None:
+                own, remote, gateway = (low_row[k] for k in BREAKDOWN)
+                print(
+                    f"{label} at concurrency {low}, a request's means (medians over rounds): Triton's own "
+                    f"{own:.0f} µs; the gateway's remote call {remote:.0f} µs (so the client's round trip "
+                    f"adds {remote - own:.0f}); the gateway's own time around it {gateway:.0f} µs"
+                )
         ratio = (
             row("gateway->triton", high)["throughput_infer_s"]
             / row("gateway in-proc", high)["throughput_infer_s"]
