@@ -11,8 +11,10 @@ Same model (the example `mlp`, 32 -> 256 -> 256 -> 8), same load generator (perf
   gateway->triton   the gateway serving a `backend: triton` version pointing at that Triton
                     (gateway batching on, 500 µs, so one remote call carries many requests)
   gateway->triton (no batching)  the same, every request its own remote call
+  gateway->triton (grpcio)  gateway->triton on the grpcio transport (the same server as the
+                    proxy's: what the native front's hand-offs cost or save at this hop)
   gateway in-proc   the gateway serving the same ONNX file with ONNX Runtime (batching on)
-All five are up at once and measured in turn, `--rounds` interleaved rounds (a slow moment of
+All six are up at once and measured in turn, `--rounds` interleaved rounds (a slow moment of
 this 2-core machine then lands on every path, not on one); each figure is the median over the
 rounds. Reports infer/s, p50 and p99, the hop's added p50 at the lowest concurrency (per round
 and its median) and the gateway's hop as a ratio of the bare proxy's (of their medians, and
@@ -42,6 +44,7 @@ from harness.bench import RESULTS, cell, ints, perf_rows, table, write_results
 from harness.gateway import GatewayProcess
 from harness.triton import TritonServer, make_onnx_python_model
 
+THROUGH = ("gateway->triton", "gateway->triton (no batching)", "gateway->triton (grpcio)")
 BREAKDOWN = ("triton_own_us", "remote_call_us", "gateway_own_us")
 BATCHING = "max_batch_size: 64\ndynamic_batching { max_queue_delay_microseconds: 500 }\n"
 
@@ -137,7 +140,12 @@ def main() -> int:
         paths = [("triton", upstream, upstream)]
         proxy = stack.enter_context(BareProxy(upstream))
         paths.append(("bare proxy->triton", proxy.address, upstream))
-        for label, batching in (("gateway->triton", "on"), ("gateway->triton (no batching)", "off")):
+        gateways = (
+            ("gateway->triton", "on", "native"),
+            ("gateway->triton (no batching)", "off", "native"),
+            ("gateway->triton (grpcio)", "on", "grpcio"),
+        )
+        for label, batching, transport in gateways:
             config = root / f"{batching}.json"
             version = {"backend": "triton", "endpoints": [upstream]}
             settings = {
@@ -145,7 +153,8 @@ def main() -> int:
                 "models": {"mlp": {"versions": {"1": version}}},
             }
             config.write_text(json.dumps(settings))
-            gateway = stack.enter_context(GatewayProcess(empty, "--config", str(config)))
+            flags = ("--config", str(config), "--transport", transport)
+            gateway = stack.enter_context(GatewayProcess(empty, *flags))
             paths.append((label, gateway.url, upstream))
         gateway = stack.enter_context(GatewayProcess(local))
         paths.append(("gateway in-proc", gateway.url, None))
@@ -169,7 +178,7 @@ def main() -> int:
     low, high = min(args.concurrency), max(args.concurrency)
     try:
         hops: dict[str, list[float]] = {}
-        for label in ("bare proxy->triton", "gateway->triton", "gateway->triton (no batching)"):
+        for label in ("bare proxy->triton", *THROUGH):
             hops[label] = [
                 (row(label, low, mine)["p50_ms"] - row("triton", low, alone)["p50_ms"]) * 1000
                 for mine, alone in zip(rounds[label], rounds["triton"], strict=True)
@@ -179,7 +188,7 @@ def main() -> int:
                 f"\n{label}: hop added to p50 at concurrency {low}: "
                 f"{statistics.median(hops[label]):.0f} µs (rounds: {each})"
             )
-        for label in ("gateway->triton", "gateway->triton (no batching)"):
+        for label in THROUGH:
             ratios = [g / p for g, p in zip(hops[label], hops["bare proxy->triton"], strict=True) if p > 0]
             each = ", ".join(f"{r:.2f}" for r in ratios)
             medians = statistics.median(hops[label]) / statistics.median(hops["bare proxy->triton"])
@@ -187,7 +196,7 @@ def main() -> int:
                 f"{label} hop / bare proxy hop: {medians:.2f}× the medians, "
                 f"{statistics.median(ratios):.2f}× the median of each round's (rounds: {each}); target ≤ 1.1"
             )
-        for label in ("gateway->triton", "gateway->triton (no batching)"):
+        for label in THROUGH:
             low_row = row(label, low)
             if low_row.get("remote_call_us") is not None:
                 own, remote, gateway = (low_row[k] for k in BREAKDOWN)
