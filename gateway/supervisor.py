@@ -324,7 +324,11 @@ class _Supervisor:
                 index = self.workers.pop(pid)
                 code = os.waitstatus_to_exitcode(wait_status)
                 retire_worker(self.snapshot_dir, pid)  # its counters stay, its gauges go
-                if self.signals and pid in self.died_before_stop:
+                # A SIGKILL the stop did not send (it sends one only at the third signal) came
+                # from elsewhere, maybe just before the stop while the child was still exiting.
+                if self.signals and (
+                    pid in self.died_before_stop or (code == -signal.SIGKILL and self.signals < 3)
+                ):
                     log.error("%s (pid %d) exited with %d before the stop", _name(index), pid, code)
                     continue
                 if self.signals:  # stopped by the signal passed on (maybe before it could drain)
