@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from gateway.examples import mlp, write_config, write_version
 from harness.bare_proxy import BareProxy
 from harness.bench import RESULTS, cell, ints, perf_rows, table, write_results
 from harness.gateway import GatewayProcess
+from harness.stats import interleaved, median, median_rows, ratio
 from harness.triton import TritonServer, make_onnx_python_model
 
 THROUGH = ("gateway->triton", "gateway->triton (no batching)", "gateway->triton (grpcio)")
@@ -81,21 +82,6 @@ def where_the_hop_goes(
     }
 
 
-def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per concurrency, the median over rounds of each figure (the largest calls per request)."""
-    rows = []
-    for same in zip(*rounds, strict=True):
-        row: dict[str, Any] = {"concurrency": same[0]["concurrency"]}
-        for key in ("throughput_infer_s", "p50_ms", "p99_ms", *BREAKDOWN):
-            values = [r[key] for r in same if r.get(key) is not None]
-            row[key] = statistics.median(values) if values else None
-        calls = [r["triton_calls_per_request_max"] for r in same if "triton_calls_per_request_max" in r]
-        if calls:
-            row["triton_calls_per_request_max"] = max(calls)
-        rows.append(row)
-    return rows
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", default="1,8,64", type=ints)
@@ -103,27 +89,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_triton.json")
     args = parser.parse_args()
-    rounds: dict[str, list[list[dict[str, Any]]]] = {}
 
-    def measure(label: str, url: str, triton_url: str | None = None) -> None:
+    def measure(label: str, url: str, triton_url: str | None, through: bool) -> list[dict[str, Any]]:
+        """One round of a path; `through`: a gateway in front of Triton (where its hop goes)."""
         count = (lambda: triton_requests(triton_url)) if triton_url else None
         rows = []
         for c in args.concurrency:
-            through = triton_url is not None and url != triton_url and label.startswith("gateway")
             before = {"gateway": server_times(url), "triton": server_times(triton_url)} if through else {}
             [row] = perf_rows(label, url, [c], count=count, measurement_ms=args.measurement_ms)
-            if before and triton_url:
-                row.update(
-                    where_the_hop_goes(
-                        before, {"gateway": server_times(url), "triton": server_times(triton_url)}
-                    )
-                )
+            if through and triton_url:
+                after = {"gateway": server_times(url), "triton": server_times(triton_url)}
+                row.update(where_the_hop_goes(before, after))
             if triton_url and row.get("request_count"):
                 # perf_analyzer's request_count covers the measured windows only; its warm-up and
                 # extra trials also reach Triton, so this overstates calls per request (upper bound).
                 row["triton_calls_per_request_max"] = row["counted"] / row["request_count"]
             rows.append(row)
-        rounds.setdefault(label, []).append(rows)
+        return rows
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         root = Path(tmp)
@@ -137,9 +119,9 @@ def main() -> int:
         empty.mkdir()
         triton = stack.enter_context(TritonServer(root / "triton", log_path=root / "triton.log"))
         upstream = triton.grpc_url
-        paths = [("triton", upstream, upstream)]
+        paths = [("triton", upstream, upstream, False)]
         proxy = stack.enter_context(BareProxy(upstream))
-        paths.append(("bare proxy->triton", proxy.address, upstream))
+        paths.append(("bare proxy->triton", proxy.address, upstream, False))
         gateways = (
             ("gateway->triton", "on", "native"),
             ("gateway->triton (no batching)", "off", "native"),
@@ -155,13 +137,15 @@ def main() -> int:
             config.write_text(json.dumps(settings))
             flags = ("--config", str(config), "--transport", transport)
             gateway = stack.enter_context(GatewayProcess(empty, *flags))
-            paths.append((label, gateway.url, upstream))
+            paths.append((label, gateway.url, upstream, True))
         gateway = stack.enter_context(GatewayProcess(local))
-        paths.append(("gateway in-proc", gateway.url, None))
-        for _ in range(args.rounds):
-            for label, url, counted in paths:
-                measure(label, url, counted)
-    results = {label: median_rows(runs) for label, runs in rounds.items()}
+        paths.append(("gateway in-proc", gateway.url, None, False))
+        rounds = interleaved(
+            args.rounds,
+            {label: partial(measure, label, url, counted, through) for label, url, counted, through in paths},
+        )
+    keys = ("throughput_infer_s", "p50_ms", "p99_ms", "triton_calls_per_request_max", *BREAKDOWN)
+    results = {label: median_rows(runs, keys) for label, runs in rounds.items()}
 
     head = ["path", "concurrency", "infer/s", "p50 ms", "p99 ms", "Triton calls / request (≤)"]
     keys = ("throughput_infer_s", "p50_ms", "p99_ms")
@@ -186,15 +170,15 @@ def main() -> int:
             each = ", ".join(f"{h:.0f}" for h in hops[label])
             print(
                 f"\n{label}: hop added to p50 at concurrency {low}: "
-                f"{statistics.median(hops[label]):.0f} µs (rounds: {each})"
+                f"{median(hops[label]):.0f} µs (rounds: {each})"
             )
         for label in THROUGH:
-            ratios = [g / p for g, p in zip(hops[label], hops["bare proxy->triton"], strict=True) if p > 0]
-            each = ", ".join(f"{r:.2f}" for r in ratios)
-            medians = statistics.median(hops[label]) / statistics.median(hops["bare proxy->triton"])
+            ratios = [ratio(g, p) for g, p in zip(hops[label], hops["bare proxy->triton"], strict=True)]
+            each = ", ".join(f"{r:.2f}" for r in ratios if r is not None)
+            medians = ratio(median(hops[label]), median(hops["bare proxy->triton"]))
             print(
                 f"{label} hop / bare proxy hop: {medians:.2f}× the medians, "
-                f"{statistics.median(ratios):.2f}× the median of each round's (rounds: {each}); target ≤ 1.1"
+                f"{median(ratios):.2f}× the median of each round's (rounds: {each}); target ≤ 1.1"
             )
         for label in THROUGH:
             low_row = row(label, low)
@@ -205,12 +189,12 @@ def main() -> int:
                     f"{own:.0f} µs; the gateway's remote call {remote:.0f} µs (so the client's round trip "
                     f"adds {remote - own:.0f}); the gateway's own time around it {gateway:.0f} µs"
                 )
-        ratio = (
-            row("gateway->triton", high)["throughput_infer_s"]
-            / row("gateway in-proc", high)["throughput_infer_s"]
+        remote = ratio(
+            row("gateway->triton", high)["throughput_infer_s"],
+            row("gateway in-proc", high)["throughput_infer_s"],
         )
-        print(f"gateway->triton / gateway in-process at concurrency {high}: {ratio:.2f}× (target ≥ 0.8)")
-    except (TypeError, KeyError, StopIteration, statistics.StatisticsError) as exc:
+        print(f"gateway->triton / gateway in-process at concurrency {high}: {remote:.2f}× (target ≥ 0.8)")
+    except (TypeError, KeyError, StopIteration) as exc:
         print(f"\n(ratios unavailable: {exc!r})")
     write_results(args.out, {"medians": results, "rounds": rounds})
     return 0
