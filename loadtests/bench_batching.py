@@ -21,6 +21,7 @@ each concurrency against
   (z) (a) with max_queue_delay_us 0: batches of what has arrived, no waiting for more
   (r) (a) at an earlier commit (--baseline REV, harness/baseline.py): before/after in one run
   (q) (p) at that earlier commit
+  (h) (g) at that earlier commit
   (y) (c) with max_queue_delay_microseconds 0 (as (z))
   (c) a real Triton 2.51, Python backend running the same ONNX file with ONNX Runtime (1 intra-op
       thread), dynamic batching (max batch 64, 500 µs delay). If it dies, the crash is recorded,
@@ -78,6 +79,7 @@ SERVERS = {
     "z": "gateway batching on, no queue delay (z)",
     "r": "gateway batching on, at --baseline (r)",
     "q": "gateway batching on, native, a task per call, at --baseline (q)",
+    "h": "gateway batching on, grpcio transport, at --baseline (h)",
 }
 # batching, transport, native_batch (the batch path; (p) is the drop-in's one task per call)
 GATEWAYS = {
@@ -88,8 +90,9 @@ GATEWAYS = {
     "z": ("on", "native", True),
     "r": ("on", "native", True),  # (a) at an earlier commit (--baseline REV)
     "q": ("on", "native", False),  # (p) at an earlier commit (--baseline REV)
+    "h": ("on", "grpcio", True),  # (g) at an earlier commit (--baseline REV)
 }
-AT_BASELINE = {"r", "q"}
+AT_BASELINE = {"r", "q", "h"}
 DEFAULT_SERVERS = ["a", "b", "c", "d", "g", "p", "z"]
 NO_DELAY = {"z", "y"}  # max_queue_delay_us 0: a batch of what is queued when the batcher looks
 MAX_BATCH = 64
@@ -739,7 +742,7 @@ def main() -> int:
         default=DEFAULT_SERVERS,
         help="which of them also run streaming",
     )
-    ap.add_argument("--baseline", metavar="REV", default=None, help="the commit (r) and (q) run")
+    ap.add_argument("--baseline", metavar="REV", default=None, help="the commit (r), (q) and (h) run")
     ap.add_argument("--skip-triton", action="store_true", help="leave out (c)")
     ap.add_argument("--triton-venv", default=None, help="default .venv-triton (harness/setup_triton.sh)")
     ap.add_argument("--triton-max-restarts", type=int, default=8, help="per model")

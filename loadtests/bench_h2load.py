@@ -22,6 +22,7 @@ Servers (as in bench_batching.py, which starts them):
   (z) (a) with max_queue_delay_us 0 (batches of what has arrived)
   (r) (a) at an earlier commit, --baseline REV (a before/after A/B in one run)
   (q) (p) at that earlier commit
+  (h) (g) at that earlier commit
   (c) Triton 2.51 (Python backend running the same ONNX file with ONNX Runtime, dynamic batching
       max 64, 500 µs)
   (y) (c) with no queue delay (max_queue_delay_microseconds 0, as (z))
